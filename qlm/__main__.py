@@ -1,0 +1,3 @@
+from qlm.cli import main
+
+main()

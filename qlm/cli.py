@@ -1,0 +1,130 @@
+"""The ``qlm`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qlm.errors import ConfigError, QLMError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="qlm: SLO-aware queue management for LLM serving.",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """qlm: SLO-aware queue management for LLM serving."""
+
+out = Console()
+
+
+def fail(msg: str, code: int = 2) -> None:
+    """One line on stderr, non-zero exit, no traceback."""
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="built-in name (small, wa, wb, wc) or YAML path")] = "small",
+    policy: Annotated[str, typer.Option(help="comma-separated policies")] = "qlm,fcfs,edf,shepherd",
+    seed: Annotated[int, typer.Option(help="seed of every random choice")] = 0,
+    load: Annotated[float, typer.Option(help="arrival-rate multiplier (with --trace: time compression)")] = 1.0,
+    trace: Annotated[Path | None, typer.Option(help="Azure CSV or Mooncake JSONL trace")] = None,
+    trace_limit: Annotated[int | None, typer.Option(help="use only the first N trace rows")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write an SLO-attainment bar chart (PNG)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """What would happen to my SLOs under this workload and cluster, with these policies?"""
+    from qlm.policies import registry
+    from qlm.sim.runner import RunSpec, prepare, run_policy
+    from qlm.workload.scenario import load_scenario
+
+    if load <= 0:
+        fail(f"--load must be > 0 (got {load})")
+    names = [p.strip() for p in policy.split(",") if p.strip()]
+    if not names:
+        fail("--policy names no policy")
+    known = registry.available()
+    for n in names:
+        if n not in known:
+            fail(f"--policy: unknown policy {n!r}; known: {', '.join(known)}")
+    try:
+        sc = load_scenario(scenario)
+        spec = RunSpec(sc, seed=seed, load=load, trace=trace, trace_limit=trace_limit)
+        prepared = prepare(spec)
+    except (ConfigError, QLMError) as exc:
+        fail(str(exc))
+        return
+    rows: list[dict[str, Any]] = []
+    total = len(prepared[1])
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=quiet or not err.is_terminal, transient=True,
+    ) as prog:
+        for n in names:
+            task = prog.add_task(f"{n:>9}", total=total)
+            row, _ = run_policy(
+                spec, n, prepared=prepared,
+                on_progress=lambda done, tot, t=task: prog.update(t, completed=done),
+            )
+            prog.update(task, completed=total)
+            rows.append(row)
+    _print_table(sc.name, seed, load, rows, [c.name for c in sc.slo_classes])
+    doc = {"scenario": sc.name, "seed": seed, "load": load,
+           "trace": str(trace) if trace else None, "results": rows}
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    if plot is not None:
+        from qlm.sim.plots import attainment_plot
+
+        attainment_plot(doc, plot)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _print_table(name: str, seed: int, load: float, rows: list[dict[str, Any]], classes: list[str]) -> None:
+    t = Table(title=f"scenario {name}  seed {seed}  load {load:g}")
+    t.add_column("policy")
+    t.add_column("SLO met", justify="right")
+    for c in classes:
+        t.add_column(c, justify="right")
+    for col in ("done/submitted", "req/s", "out tok/s", "GPU util", "swaps", "preempt", "wall s"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        by = r["slo_attainment_by_class"]
+        t.add_row(
+            r["policy"], _pct(r["slo_attainment"]), *[_pct(by.get(c)) for c in classes],
+            f"{r['completed']}/{r['submitted']}", f"{r['throughput_rps']:.2f}",
+            f"{r['output_tokens_per_s']:.0f}", _pct(r["gpu_utilization"]),
+            str(r["model_swaps"]), str(r["preemptions"]), f"{r['wall_s']:.2f}",
+        )
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:  # pragma: no cover - commands catch their own
+        err.print(f"error: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Policy registry: every implementation is registered here, by name, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qlm.policies.base import Policy
+
+PolicyFactory = Callable[..., Policy]
+
+_REGISTRY: dict[str, PolicyFactory] = {}
+
+
+def register(name: str, factory: PolicyFactory) -> None:
+    """Register ``factory`` under ``name``; a second registration of a name is an error."""
+    if name in _REGISTRY:
+        raise ValueError(f"policy {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def available() -> list[str]:
+    _ensure_builtins()
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **params: Any) -> Policy:
+    """A new policy instance by name; unknown names fail loudly."""
+    _ensure_builtins()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return factory(**params)
+
+
+_loaded = False
+
+
+def _ensure_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from qlm.policies.edf import EDFPolicy
+    from qlm.policies.fcfs import FCFSPolicy
+    from qlm.policies.qlm_policy import QLMPolicy
+    from qlm.policies.shepherd import ShepherdPolicy
+
+    register("fcfs", FCFSPolicy)
+    register("edf", EDFPolicy)
+    register("shepherd", ShepherdPolicy)
+    register("qlm", QLMPolicy)

@@ -1,0 +1,42 @@
+"""Tuning knobs of the solver pipeline (not of the objective: see ``OperatorWeights``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SolverOptions"]
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Engineering parameters of :func:`qlm.solver.solve`.
+
+    Defaults suit a 2-core controller; ``SolverOptions(num_workers=8)`` on a bigger one.
+    """
+
+    num_workers: int = 2
+    """CP-SAT search workers / MILP threads."""
+    seed: int = 0
+    """Random seed given to every backend that takes one."""
+    max_candidates: int = 8
+    """Instances kept per group when the model is pruned (the hint's instance always is)."""
+    full_pairs_limit: int = 4000
+    """Keep every feasible (group, instance) pair when there are at most this many."""
+    max_checkpoints: int = 48
+    """Deadline checkpoints per instance; more distinct deadlines are rounded down to them."""
+    time_unit_s: float = 1e-3
+    """Integer time unit of CP-SAT (service and swap times round up, deadlines down)."""
+    paper_max_binaries: int = 300_000
+    """The paper baseline is not built above this many x[g,i,j] binaries (-> EDF fallback)."""
+    pull_forward_limit: int = 400
+    """Reconstruction tries same-model pull-forward only on queues up to this length."""
+    deterministic: bool = False
+    """CP-SAT: bound by deterministic time (reproducible) instead of wall time."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_workers", "max_candidates", "full_pairs_limit", "max_checkpoints",
+                     "paper_max_binaries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SolverOptions.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.time_unit_s > 0:
+            raise ValueError(f"SolverOptions.time_unit_s: must be > 0, got {self.time_unit_s}")
