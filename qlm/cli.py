@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from qlm.errors import ConfigError, QLMError
@@ -77,10 +77,10 @@ def simulate(
     ) as prog:
         for n in names:
             task = prog.add_task(f"{n:>9}", total=total)
-            row, _ = run_policy(
-                spec, n, prepared=prepared,
-                on_progress=lambda done, tot, t=task: prog.update(t, completed=done),
-            )
+            def advance(done: int, _total: int, task_id: TaskID = task) -> None:
+                prog.update(task_id, completed=done)
+
+            row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance)
             prog.update(task, completed=total)
             rows.append(row)
     _print_table(sc.name, seed, load, rows, [c.name for c in sc.slo_classes])

@@ -56,7 +56,7 @@ class BatchCapacity:
     """How many requests an engine should hold at once: its sequence limit, or what its KV
     cache holds at the typical request size (prompt + output, an EWMA over completions)."""
 
-    def __init__(self, prior_tokens: float = 600.0, alpha: float = 0.05) -> None:
+    def __init__(self, prior_tokens: float = 600.0, alpha: float = 0.2) -> None:
         self.prior = prior_tokens
         self.alpha = alpha
         self._typical: dict[str, float] = {}
@@ -78,6 +78,13 @@ class BatchCapacity:
             return 0
         kv_fit = int(prof.kv_capacity_tokens // max(1.0, self.typical_tokens(prof.model.name)))
         return max(1, min(prof.max_num_seqs, kv_fit))
+
+    def free_slots(self, inst: InstanceView) -> int:
+        """Requests the instance may still take: none while its engine queue holds any
+        (the backlog belongs in the global queue), else its limit minus what it holds."""
+        if inst.outstanding and inst.stats().num_waiting > 0:
+            return 0
+        return self.limit(inst) - len(inst.outstanding)
 
 
 def in_flight(inst: InstanceView) -> int:

@@ -22,8 +22,8 @@ from qlm.runtime.clock import Clock
 from qlm.runtime.events import (
     Aborted,
     EngineEvent,
-    FirstToken,
     Finished,
+    FirstToken,
     InstanceDown,
     InstanceUp,
     SwapDone,

@@ -30,7 +30,7 @@ from qlm.domain.request import Request
 from qlm.perf.engine_model import EngineProfile
 from qlm.perf.swap_model import Residency, SwapCosts
 from qlm.runtime.backend import EventSink, InstanceBackend, InstanceStats
-from qlm.runtime.events import Aborted, FirstToken, Finished, SwapDone
+from qlm.runtime.events import Aborted, Finished, FirstToken, SwapDone
 
 
 class Scheduler(Protocol):
@@ -132,6 +132,7 @@ class SimEngine(InstanceBackend):
         self.swap_target: str | None = None
         self._abort_ids: set[str] = set()
         self._order = itertools.count()
+        self._wake_pending = False
         self.c = _Counters()
 
     # ---- InstanceBackend --------------------------------------------------------------
@@ -249,11 +250,20 @@ class SimEngine(InstanceBackend):
         self.sink.post(ev)  # type: ignore[arg-type]
 
     def _kick(self) -> None:
+        """New work: an idle engine starts its next iteration once every dispatch of this
+        instant is in (so simultaneous arrivals share a step); a busy one is cut short."""
         now = self.sched.now()
         if self.plan is None:
-            self._next(now)
+            if not self._wake_pending:
+                self._wake_pending = True
+                self.sched.at(now, self._wake)
         else:
             self._cut_macro(now)
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        if self.plan is None:
+            self._next(self.sched.now())
 
     def _cut_macro(self, now: float) -> None:
         """End a decode macro-step at the iteration boundary after ``now``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from functools import partial
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -138,7 +139,7 @@ def simulate(
         control.submit(r)
         nxt = next(arrivals, None)
         if nxt is not None:
-            heap.at(nxt.arrival_s, lambda n=nxt: chain(n))
+            heap.at(nxt.arrival_s, partial(chain, nxt))
 
     if requests:
         first = next(arrivals)

@@ -24,7 +24,14 @@ from qlm.solver._index import EPS, ProblemIndex, Timeline
 from qlm.solver.greedy import FleetState
 from qlm.solver.options import SolverOptions
 
-__all__ = ["Candidate", "InstanceTerms", "OnTimeModel", "OnTimeResult", "build_model"]
+__all__ = [
+    "Candidate",
+    "InstanceTerms",
+    "OnTimeModel",
+    "OnTimeResult",
+    "build_model",
+    "pinned_timelines",
+]
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class OnTimeResult:
     objective: float | None = None
 
 
-def _pinned_timelines(idx: ProblemIndex) -> tuple[dict[str, Timeline], dict[str, list[str]]]:
+def pinned_timelines(idx: ProblemIndex) -> tuple[dict[str, Timeline], dict[str, list[str]]]:
+    """Timelines after the pinned groups (EDF at the head of their instance), and their queues."""
     timelines = {iid: idx.timeline(iid) for iid in idx.instances}
     queues: dict[str, list[str]] = {iid: [] for iid in idx.instances}
     pinned = [g.id for g in idx.problem.groups if g.pinned_instance is not None]
@@ -101,17 +109,18 @@ def build_model(
     idx: ProblemIndex,
     hint_on_time: Mapping[str, str],
     options: SolverOptions,
+    keep: Mapping[str, str] | None = None,
 ) -> OnTimeModel:
     """Build the pruned on-time program.
 
     Candidates: (g, i) with i hosting g's model and ``start_i + swap + p <= deadline`` alone.
     When there are more than ``options.full_pairs_limit`` of them, each group keeps its
     ``max_candidates`` best instances by a load-aware estimate (start + swap + service + the
-    hint's on-time work on i due no later than g), plus its hint instance.
+    hint's on-time work on i due no later than g), plus its hint instance and ``keep[g]``.
     """
     problem = idx.problem
     w = problem.weights
-    timelines, pinned_queues = _pinned_timelines(idx)
+    timelines, pinned_queues = pinned_timelines(idx)
     inst_ids = [i.id for i in problem.instances]
     horizon = problem.horizon_s
     scope = [
@@ -138,7 +147,8 @@ def build_model(
     alone = start[:, None] + s + p
     feasible = alone <= deadline[None, :] + EPS
     hint_rows = np.array([fleet.pos.get(hint_on_time.get(g, ""), -1) for g in scope])
-    keep = feasible
+    extra = keep
+    keep_mask = feasible
     if int(feasible.sum()) > options.full_pairs_limit and n_inst > options.max_candidates:
         # load-aware estimate: hint's on-time work on i due no later than g's deadline
         load = np.zeros((n_inst, len(scope)))
@@ -155,14 +165,17 @@ def build_model(
         est = np.where(feasible, alone + load, np.inf)
         k = options.max_candidates
         top = np.argpartition(est, k - 1, axis=0)[:k]  # (k, G)
-        keep = np.zeros_like(feasible)
-        np.put_along_axis(keep, top, True, axis=0)
-        keep &= feasible
-        has_hint = hint_rows >= 0
-        cols = np.nonzero(has_hint)[0]
-        keep[hint_rows[cols], cols] |= feasible[hint_rows[cols], cols]
+        keep_mask = np.zeros_like(feasible)
+        np.put_along_axis(keep_mask, top, True, axis=0)
+        keep_mask &= feasible
+        cols = np.nonzero(hint_rows >= 0)[0]
+        keep_mask[hint_rows[cols], cols] |= feasible[hint_rows[cols], cols]
+        if extra is not None:
+            extra_rows = np.array([fleet.pos.get(extra.get(g, ""), -1) for g in scope])
+            cols = np.nonzero(extra_rows >= 0)[0]
+            keep_mask[extra_rows[cols], cols] |= feasible[extra_rows[cols], cols]
     terms = [InstanceTerms(iid, float(start[r]), [], {}) for r, iid in enumerate(inst_ids)]
-    rows, cols = np.nonzero(keep)
+    rows, cols = np.nonzero(keep_mask)
     per_inst: dict[int, list[int]] = {}
     for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         per_inst.setdefault(r, []).append(c)

@@ -18,11 +18,11 @@ class SolverOptions:
     """CP-SAT search workers / MILP threads."""
     seed: int = 0
     """Random seed given to every backend that takes one."""
-    max_candidates: int = 8
+    max_candidates: int = 4
     """Instances kept per group when the model is pruned (the hint's instance always is)."""
     full_pairs_limit: int = 4000
     """Keep every feasible (group, instance) pair when there are at most this many."""
-    max_checkpoints: int = 48
+    max_checkpoints: int = 100_000
     """Deadline checkpoints per instance; more distinct deadlines are rounded down to them."""
     time_unit_s: float = 1e-3
     """Integer time unit of CP-SAT (service and swap times round up, deadlines down)."""
@@ -30,6 +30,10 @@ class SolverOptions:
     """The paper baseline is not built above this many x[g,i,j] binaries (-> EDF fallback)."""
     pull_forward_limit: int = 400
     """Reconstruction tries same-model pull-forward only on queues up to this length."""
+    local_search_share: float = 0.3
+    """Share of time_limit given to the local search on the greedy plan (0 disables it)."""
+    backend_s_per_candidate: float = 6e-5
+    """The backend is skipped when less than this x model size (+5 ms) of time is left."""
     deterministic: bool = False
     """CP-SAT: bound by deterministic time (reproducible) instead of wall time."""
 

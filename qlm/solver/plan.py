@@ -38,8 +38,10 @@ class SolveStatus(str, Enum):
     """The backend proved its program optimal; the plan is its reconstruction."""
     FEASIBLE = "feasible"
     """The backend found a solution but stopped (time limit) before proving optimality."""
+    HEURISTIC = "heuristic"
+    """Greedy improved by local search (backend skipped, empty-handed, or not better)."""
     GREEDY = "greedy"
-    """The greedy plan: the backend returned nothing in time, or nothing better."""
+    """The greedy plan: nothing else found in time was better."""
     EDF_FALLBACK = "edf_fallback"
     """Paper baseline only: its hard-deadline program was infeasible/too big/timed out -> EDF."""
 

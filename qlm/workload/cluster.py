@@ -45,10 +45,14 @@ def build_cluster(scenario: Scenario, catalog: Catalog) -> BuiltCluster:
     raw: list[tuple[PoolSpec, str, list[str]]] = []
     for pi, pool in enumerate(scenario.cluster.pools):
         if pool.gpu not in catalog.gpus:
-            raise ConfigError(src, f"cluster.pools.{pi}.gpu", f"unknown GPU type {pool.gpu!r}; known: {sorted(catalog.gpus)}")
+            raise ConfigError(
+                src, f"cluster.pools.{pi}.gpu", f"unknown GPU type {pool.gpu!r}; known: {sorted(catalog.gpus)}"
+            )
         for m in pool.models:
             if m not in catalog.models:
-                raise ConfigError(src, f"cluster.pools.{pi}.models", f"unknown model {m!r}; known: {sorted(catalog.models)}")
+                raise ConfigError(
+                    src, f"cluster.pools.{pi}.models", f"unknown model {m!r}; known: {sorted(catalog.models)}"
+                )
         gpu = catalog.gpus[pool.gpu]
         hostable = [m for m in pool.models if fits(catalog.models[m], gpu, pool.tp, catalog)]
         if not hostable:
@@ -59,17 +63,17 @@ def build_cluster(scenario: Scenario, catalog: Catalog) -> BuiltCluster:
                 cpu_ram_gb=pool.cpu_ram_gb, disk_gbps=pool.disk_gbps,
             )
             nodes[node.name] = node
-            for k in range(pool.gpus_per_node // pool.tp):
+            for _ in range(pool.gpus_per_node // pool.tp):
                 raw.append((pool, node.name, hostable))
     placement = _placement(scenario, catalog, raw)
     instances = []
     counters: dict[str, int] = {}
-    for (pool, node, hostable), initial in zip(raw, placement, strict=True):
+    for (pool, node_name, hostable), initial in zip(raw, placement, strict=True):
         k = counters.get(pool.name, 0)
         counters[pool.name] = k + 1
         instances.append(
             InstanceSpec(
-                id=f"{pool.name}-{k}", node=node, gpu=pool.gpu, tp=pool.tp, models=tuple(hostable),
+                id=f"{pool.name}-{k}", node=node_name, gpu=pool.gpu, tp=pool.tp, models=tuple(hostable),
                 initial_model=initial, sleep_mode=pool.sleep_mode,
             )
         )

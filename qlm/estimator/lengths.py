@@ -1,0 +1,162 @@
+"""Output-length model: per model (and per SLO class where data supports it), learned online.
+
+Each key keeps a bounded window of the latest observed output lengths (completions reported by
+``Finished`` events) and falls back, in order, to the model-level window and then to a
+log-normal prior from configuration. The distribution is exposed as a quantile function, so
+the estimator can draw common random numbers (``u`` in (0, 1)) for capped and conditional
+(residual) lengths without rejection sampling.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtri
+
+__all__ = ["LengthPrior", "OutputLengthModel"]
+
+
+@dataclass(frozen=True, slots=True)
+class LengthPrior:
+    """Log-normal prior on output tokens, given by its mean and standard deviation."""
+
+    mean: float = 350.0
+    std: float = 280.0
+
+    def __post_init__(self) -> None:
+        if self.mean <= 0 or self.std < 0:
+            raise ValueError(f"length prior needs mean > 0 and std >= 0, got {self.mean}, {self.std}")
+
+    @property
+    def log_params(self) -> tuple[float, float]:
+        """(mu, sigma) of the underlying normal."""
+        s2 = float(np.log1p((self.std / self.mean) ** 2))
+        return float(np.log(self.mean) - s2 / 2), float(np.sqrt(s2))
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        mu, s = self.log_params
+        return np.exp(mu + s * ndtri(np.clip(u, 1e-9, 1 - 1e-9)))
+
+
+class _Window:
+    """The latest ``size`` observations, with a lazily sorted copy."""
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self._sorted: np.ndarray | None = None
+
+    def add(self, x: float) -> None:
+        self.values.append(x)
+        self._sorted = None
+
+    def sorted(self) -> np.ndarray:
+        if self._sorted is None:
+            self._sorted = np.sort(np.fromiter(self.values, dtype=float, count=len(self.values)))
+        return self._sorted
+
+
+class OutputLengthModel:
+    """Distribution of output tokens per ``(model, slo_class)``.
+
+    Contract:
+    - ``observe(model, cls, tokens)`` records one completed request's output length.
+    - A key with at least ``min_obs`` observations uses its own empirical window; otherwise the
+      model-level window (all classes) if that has ``min_obs``; otherwise the prior
+      (``priors[model]`` or ``default_prior``).
+    - ``quantile(model, cls, u)`` maps uniforms to lengths (>= 1); ``mean``/``var``/``tail``
+      summarise the same distribution; ``capped_mean`` is ``E[min(X, cap)]``.
+    """
+
+    def __init__(
+        self,
+        default_prior: LengthPrior | None = None,
+        priors: dict[str, LengthPrior] | None = None,
+        window: int = 2000,
+        min_obs: int = 30,
+    ) -> None:
+        if window < 1 or min_obs < 1:
+            raise ValueError(f"window and min_obs must be >= 1, got {window}, {min_obs}")
+        self.default_prior = default_prior or LengthPrior()
+        self.priors = dict(priors or {})
+        self.window = window
+        self.min_obs = min_obs
+        self._by_key: dict[tuple[str, str], _Window] = {}
+        self._by_model: dict[str, _Window] = {}
+        self._moments: dict[tuple[str, str], tuple[float, float]] = {}
+
+    # ---- learning -----------------------------------------------------------------------
+    def observe(self, model: str, slo_class: str, tokens: int) -> None:
+        x = float(max(1, tokens))
+        self._by_key.setdefault((model, slo_class), _Window(self.window)).add(x)
+        self._by_model.setdefault(model, _Window(self.window)).add(x)
+        self._moments.clear()
+
+    def count(self, model: str, slo_class: str | None = None) -> int:
+        if slo_class is None:
+            w = self._by_model.get(model)
+        else:
+            w = self._by_key.get((model, slo_class))
+        return 0 if w is None else len(w.values)
+
+    def _source(self, model: str, slo_class: str) -> np.ndarray | LengthPrior:
+        w = self._by_key.get((model, slo_class))
+        if w is not None and len(w.values) >= self.min_obs:
+            return w.sorted()
+        w = self._by_model.get(model)
+        if w is not None and len(w.values) >= self.min_obs:
+            return w.sorted()
+        return self.priors.get(model, self.default_prior)
+
+    # ---- distribution -------------------------------------------------------------------
+    def quantile(self, model: str, slo_class: str, u: np.ndarray) -> np.ndarray:
+        """Output lengths at probabilities ``u`` (any shape), at least 1 token."""
+        src = self._source(model, slo_class)
+        if isinstance(src, LengthPrior):
+            q = src.quantile(u)
+        else:
+            # empirical quantile function: linear interpolation between order statistics
+            n = len(src)
+            q = np.interp(np.asarray(u) * (n - 1), np.arange(n), src)
+        return np.maximum(q, 1.0)
+
+    def cdf(self, model: str, slo_class: str, x: np.ndarray) -> np.ndarray:
+        """P(X <= x) (used to condition on tokens already generated)."""
+        src = self._source(model, slo_class)
+        xa = np.asarray(x, dtype=float)
+        if isinstance(src, LengthPrior):
+            from scipy.special import ndtr
+
+            mu, s = src.log_params
+            if s == 0:
+                return (xa >= np.exp(mu)).astype(float)
+            return np.asarray(ndtr((np.log(np.maximum(xa, 1e-9)) - mu) / s))
+        n = len(src)
+        return np.searchsorted(src, xa, side="right") / n
+
+    def mean_var(self, model: str, slo_class: str) -> tuple[float, float]:
+        """Mean and variance of the output length."""
+        key = (model, slo_class)
+        hit = self._moments.get(key)
+        if hit is not None:
+            return hit
+        src = self._source(model, slo_class)
+        if isinstance(src, LengthPrior):
+            out = (src.mean, src.std**2)
+        else:
+            out = (float(src.mean()), float(src.var()))
+        self._moments[key] = out
+        return out
+
+    def tail(self, model: str, slo_class: str, q: float = 0.99) -> float:
+        """The ``q`` quantile."""
+        return float(self.quantile(model, slo_class, np.array([q]))[0])
+
+    def capped_mean(self, model: str, slo_class: str, cap: int | None) -> float:
+        """``E[min(X, cap)]``: a declared ``max_tokens`` caps the output."""
+        mean, _ = self.mean_var(model, slo_class)
+        if cap is None:
+            return mean
+        u = (np.arange(64) + 0.5) / 64
+        return float(np.minimum(self.quantile(model, slo_class, u), cap).mean())

@@ -1,0 +1,288 @@
+"""The RWT (request waiting time) estimator: what a control plane can predict about a wait.
+
+It combines the output-length model (:mod:`qlm.estimator.lengths`), the service-rate model
+(:mod:`qlm.estimator.service`) and the queueing arithmetic (:mod:`qlm.estimator.waiting`)
+over what :class:`~qlm.runtime.view.InstanceView` shows: the running batch (``outstanding``),
+the active model, its residency and swap costs. Two kinds of query:
+
+- :meth:`RWTEstimator.queue_waits`: the sampled first-token time of every request of one
+  instance's virtual queue (running batch, then queued requests in order, model swaps where
+  the model changes). Cost: one fixed-point list schedule over ``samples`` scenarios.
+- :meth:`RWTEstimator.group_service`: mean and std of the time a whole group occupies each
+  instance (``size * E[out] * tau / B``, Normal by the CLT), vectorised over every
+  (group, instance) pair, for the planner.
+
+:meth:`RWTEstimator.baseline_wait` is the QLM paper's mean-only estimator
+(``n * mean_tokens / token_throughput`` plus swap time), kept as a named baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlm.domain.request import Request
+from qlm.estimator.lengths import LengthPrior, OutputLengthModel
+from qlm.estimator.service import ServiceRateModel, StepTimes
+from qlm.estimator.waiting import Segment, WaitSamples, queue_starts
+from qlm.perf.swap_model import Residency
+from qlm.runtime.events import EngineEvent, Finished
+from qlm.runtime.view import ClusterView, InstanceState, InstanceView
+
+__all__ = ["EstimatorConfig", "GroupLoad", "RWTEstimator"]
+
+
+@dataclass(frozen=True, slots=True)
+class EstimatorConfig:
+    """Knobs of the RWT estimator.
+
+    ``samples`` scenarios per query (common random numbers from ``seed``, so a query's
+    answer depends only on the state it is asked about); ``n_clt`` requests ahead from which
+    P(meet) uses the Normal approximation; ``exact_jobs`` queued jobs per segment solved
+    exactly (default ``3 * B``); ``prompt_prior`` mean prompt tokens before any arrival.
+    """
+
+    samples: int = 64
+    seed: int = 0
+    n_clt: int = 30
+    exact_jobs: int | None = None
+    prompt_prior: float = 600.0
+    prompt_alpha: float = 0.02
+    length_prior: LengthPrior = LengthPrior()
+    length_window: int = 2000
+    length_min_obs: int = 30
+    online_service: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLoad:
+    """What the planner's service estimate needs to know about one group."""
+
+    model: str
+    slo_class: str
+    size: int
+
+
+class RWTEstimator:
+    """Waiting-time distributions for requests at positions of virtual queues.
+
+    Contract: deterministic (fixed seed per query); never reads a clock (``now`` is passed);
+    learns only from ``observe`` (completions and prompt sizes); never sees true output
+    lengths of requests still in flight.
+    """
+
+    def __init__(self, config: EstimatorConfig | None = None) -> None:
+        self.config = cfg = config or EstimatorConfig()
+        self.lengths = OutputLengthModel(
+            cfg.length_prior, window=cfg.length_window, min_obs=cfg.length_min_obs
+        )
+        self.service = ServiceRateModel()
+        self._prompt: dict[str, float] = {}
+        u = np.random.default_rng(cfg.seed).random((cfg.samples, 4096))
+        self._u = u  # common random numbers, columns recycled cyclically
+
+    # ---- learning -----------------------------------------------------------------------
+    def observe_arrival(self, request: Request) -> None:
+        old = self._prompt.get(request.model, self.config.prompt_prior)
+        a = self.config.prompt_alpha
+        self._prompt[request.model] = (1 - a) * old + a * request.prompt_tokens
+
+    def observe(self, event: EngineEvent, view: ClusterView) -> None:
+        """Learn from a completion: its output length, and its TPOT against the prediction."""
+        if not isinstance(event, Finished):
+            return
+        r = view.requests.get(event.request_id)
+        if r is None:
+            return
+        self.lengths.observe(r.model, r.slo_class, r.generated_tokens)
+        inst = view.instances.get(event.instance_id)
+        if (
+            not self.config.online_service
+            or inst is None
+            or r.evictions
+            or r.first_token_s is None
+            or r.generated_tokens < 8
+        ):
+            return
+        prof = inst.profiles.get(r.model)
+        if prof is None:
+            return
+        occ = len(inst.outstanding) + 1
+        st = self.step_times(inst, r.model, occ, corrected=False)
+        observed = (event.t - r.first_token_s) / (r.generated_tokens - 1)
+        self.service.observe_tpot(inst.id, r.model, observed, st.tau_s)
+
+    # ---- building blocks ----------------------------------------------------------------
+    def mean_prompt(self, model: str) -> float:
+        return self._prompt.get(model, self.config.prompt_prior)
+
+    def capacity(self, inst: InstanceView, model: str | None = None) -> int:
+        """Batch capacity the policy pulls up to: ``max_num_seqs`` or what KV holds."""
+        m = model or inst.pending_model or inst.active_model
+        if m is None or m not in inst.profiles:
+            return 0
+        mean_out, _ = self.lengths.mean_var(m, "")
+        return ServiceRateModel.capacity(inst.profiles[m], self.mean_prompt(m) + mean_out)
+
+    def step_times(
+        self, inst: InstanceView, model: str, batch: int | None = None, *, corrected: bool = True
+    ) -> StepTimes:
+        b = self.capacity(inst, model) if batch is None else batch
+        mean_out, _ = self.lengths.mean_var(model, "")
+        return self.service.step_times(
+            inst.id, inst.profiles[model], b, self.mean_prompt(model), mean_out, corrected=corrected
+        )
+
+    def _uniforms(self, n: int, offset: int = 0) -> np.ndarray:
+        cols = (np.arange(n) + offset) % self._u.shape[1]
+        return self._u[:, cols]
+
+    def running_residuals(self, inst: InstanceView, now: float) -> np.ndarray:
+        """``(S, R)`` sampled seconds until each in-flight request of ``inst`` leaves."""
+        reqs = sorted(inst.outstanding.values(), key=lambda r: r.id)
+        s = self.config.samples
+        if not reqs or inst.active_model is None:
+            return np.zeros((s, 0))
+        model = inst.active_model
+        st = self.step_times(inst, model)
+        now_st = self.step_times(inst, model, max(1, len(reqs)))
+        u = self._uniforms(len(reqs), offset=2048)
+        out = np.empty((s, len(reqs)))
+        for j, r in enumerate(reqs):
+            start = r.first_token_s if r.first_token_s is not None and not r.evictions else None
+            if start is None:  # not started (or resumed): whole output ahead
+                g = float(r.generated_tokens)
+                lead = now_st.first_token_s(r.prompt_tokens)
+            else:
+                g = r.generated_tokens + max(0.0, now - start) / now_st.tau_s
+                lead = 0.0
+            f = float(self.lengths.cdf(r.model, r.slo_class, np.array([g]))[0])
+            x = self.lengths.quantile(r.model, r.slo_class, f + u[:, j] * (1 - f))
+            if r.max_tokens is not None:
+                x = np.minimum(x, r.max_tokens)
+            out[:, j] = lead + np.maximum(1.0, x - g) * st.tau_s
+        return out
+
+    def swap_s(self, inst: InstanceView, prev: str | None, nxt: str, woken: set[str]) -> float:
+        """Seconds to switch ``prev`` -> ``nxt`` on ``inst`` (0 when equal); a model the queue
+        put to sleep earlier (``woken``) wakes from CPU RAM."""
+        if prev == nxt:
+            return 0.0
+        costs = inst.swap_costs[nxt]
+        res = Residency.SLEEP_L1 if nxt in woken else inst.residency.get(nxt, Residency.COLD)
+        t = costs.activate_s(res)
+        if prev is not None:
+            t += inst.swap_costs[prev].sleep_s
+        return t
+
+    # ---- queries ------------------------------------------------------------------------
+    def queue_waits(
+        self, inst: InstanceView, queue: Sequence[Request], now: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sampled first-token times (seconds from ``now``) of every request of ``queue``
+        (in order) on ``inst``, and the number of requests ahead of each."""
+        s = self.config.samples
+        running = self.running_residuals(inst, now)
+        if not queue:
+            return np.zeros((s, 0)), np.zeros(0, dtype=int)
+        cur = inst.pending_model if inst.pending_model is not None else inst.active_model
+        swap_left = 0.0
+        if inst.state is InstanceState.SWAPPING and inst.pending_model is not None:
+            started = inst.swap_started_s if inst.swap_started_s is not None else now
+            swap_left = max(0.0, started + inst.activate_cost_s(inst.pending_model) - now)
+        elif inst.state is InstanceState.DRAINING and inst.pending_model is not None:
+            swap_left = inst.activate_cost_s(inst.pending_model)
+        segments: list[Segment] = []
+        woken: set[str] = {inst.active_model} if inst.active_model else set()
+        prev = cur
+        i = 0
+        offset = 0
+        while i < len(queue):
+            model = queue[i].model
+            j = i
+            while j < len(queue) and queue[j].model == model:
+                j += 1
+            jobs = queue[i:j]
+            if not segments:
+                sw = swap_left + (inst.activate_cost_s(model) if model != cur else 0.0)
+            else:
+                sw = self.swap_s(inst, prev, model, woken)
+            woken.add(model)
+            b = self.capacity(inst, model)
+            st = self.step_times(inst, model, b)
+            u = self._uniforms(len(jobs), offset)
+            offset += len(jobs)
+            dur = np.empty((s, len(jobs)))
+            ft = np.empty(len(jobs))
+            for k, r in enumerate(jobs):
+                x = self.lengths.quantile(r.model, r.slo_class, u[:, k])
+                if r.max_tokens is not None:
+                    x = np.minimum(x, r.max_tokens)
+                dur[:, k] = np.maximum(1.0, x - r.generated_tokens) * st.tau_s
+                ft[k] = st.first_token_s(r.prompt_tokens + r.generated_tokens)
+            segments.append(Segment(b, sw, dur, ft))
+            prev = model
+            i = j
+        return queue_starts(running, segments, self.config.exact_jobs)
+
+    def wait_at(
+        self, inst: InstanceView, queue: Sequence[Request], index: int, now: float
+    ) -> WaitSamples:
+        """The waiting-time distribution of ``queue[index]`` (seconds from ``now``)."""
+        ft, ahead = self.queue_waits(inst, queue[: index + 1], now)
+        return WaitSamples(ft[:, index], int(ahead[index]), self.config.n_clt)
+
+    def baseline_wait(
+        self, inst: InstanceView, queue: Sequence[Request], index: int
+    ) -> float:
+        """QLM paper's mean-only estimate: ``n * mean_tokens / token_throughput`` over the
+        ``n`` requests ahead (running and queued), plus swap time where the model changes."""
+        running = len(inst.outstanding)
+        cur = inst.pending_model if inst.pending_model is not None else inst.active_model
+        t = inst.activate_cost_s(inst.pending_model) if inst.pending_model else 0.0
+        woken: set[str] = {inst.active_model} if inst.active_model else set()
+        prev = cur
+        n_by_model: dict[str, int] = {}
+        if cur is not None:
+            n_by_model[cur] = running
+        for r in queue[:index]:
+            if r.model != prev:
+                t += self.swap_s(inst, prev, r.model, woken)
+                woken.add(r.model)
+                prev = r.model
+            n_by_model[r.model] = n_by_model.get(r.model, 0) + 1
+        target = queue[index].model
+        if target != prev:
+            t += self.swap_s(inst, prev, target, woken)
+        for m, n in n_by_model.items():
+            prof = inst.profiles.get(m)
+            if prof is None or n == 0:
+                continue
+            b = self.capacity(inst, m)
+            tput = prof.decode_throughput(b, self.mean_prompt(m))
+            mean_out, _ = self.lengths.mean_var(m, "")
+            t += n * mean_out / tput
+        return t
+
+    def group_service(
+        self, groups: Sequence[GroupLoad], instances: Sequence[InstanceView]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(G, I)`` mean and std of the seconds a group occupies an instance's full batch
+        (``size * E[out] * tau / B``; std by the CLT); ``inf`` where the model is not hostable.
+        """
+        models = sorted({g.model for g in groups})
+        mi = {m: k for k, m in enumerate(models)}
+        rate = np.full((len(models), len(instances)), np.inf)  # seconds per output token
+        for i, inst in enumerate(instances):
+            for m in models:
+                if m in inst.profiles:
+                    st = self.step_times(inst, m)
+                    rate[mi[m], i] = st.tau_s / st.batch
+        mv = np.array([self.lengths.mean_var(g.model, g.slo_class) for g in groups]).reshape(-1, 2)
+        size = np.array([g.size for g in groups], dtype=float)
+        r = rate[[mi[g.model] for g in groups]]
+        mean = (size * mv[:, 0])[:, None] * r
+        std = (np.sqrt(size * mv[:, 1]))[:, None] * r
+        return mean, std

@@ -1,0 +1,29 @@
+"""``python -m qlm.runtime.emulator``: the emulator without the full ``qlm`` CLI (used by the
+emulated launcher's subprocess mode)."""
+
+from __future__ import annotations
+
+import argparse
+
+from qlm.runtime.emulator.cli import emulate_command
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m qlm.runtime.emulator")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--gpu", default="A100-80G")
+    ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--sleep-mode", action="store_true")
+    ap.add_argument("--scheduling-policy", default="fcfs")
+    ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    emulate_command(a.model, a.gpu, a.tp, a.port, a.host, a.sleep_mode, a.scheduling_policy,
+                    a.speed, a.profile, a.seed)
+
+
+if __name__ == "__main__":
+    main()

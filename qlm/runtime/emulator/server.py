@@ -1,0 +1,82 @@
+"""Running the emulator: blocking (``run_emulator``, the CLI) or as an in-process server on
+the current event loop (``EmulatorServer``, for tests and ``qlm serve`` without a config)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
+
+from qlm.runtime.emulator.app import create_app
+from qlm.runtime.emulator.core import EmulatorConfig, EmulatorCore
+
+
+def run_emulator(cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 8000,
+                 log_level: str = "warning") -> None:
+    """Serve ``cfg`` until interrupted (blocking)."""
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=1)
+
+
+class EmulatorServer:
+    """An emulator served by uvicorn on the running event loop.
+
+    ``await start()`` binds ``host:port`` (``port=0``: a free port) and returns the base URL;
+    ``await stop()`` shuts it down (``force=True``: drop open connections at once, which
+    clients see as an engine death).
+    """
+
+    def __init__(self, cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cfg = cfg
+        self.host = host
+        self.port = port
+        self.app = create_app(cfg)
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def core(self) -> EmulatorCore:
+        core: EmulatorCore = self.app.state.core
+        return core
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=1)
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError(f"emulator on port {self.port} did not start")
+            await asyncio.sleep(0.005)
+        return self.url
+
+    async def stop(self, force: bool = False) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        self._server.force_exit = force
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self._task, timeout=5)
+        self._server = None
+        self._task = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on ``host`` (for subprocess emulators)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -1,0 +1,48 @@
+"""The command line, through typer's runner (same process, no traceback on bad input)."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from qlm.cli import app
+
+runner = CliRunner()
+
+
+def test_simulate_writes_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    png = tmp_path / "r.png"
+    res = runner.invoke(app, ["simulate", "--scenario", "small", "--policy", "fcfs,edf",
+                              "--json", str(out), "--plot", str(png), "--quiet"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["scenario"] == "small" and doc["seed"] == 0 and doc["load"] == 1.0
+    keys = {"policy", "submitted", "completed", "slo_attainment", "slo_attainment_by_class",
+            "p99_ttft_s_by_class", "throughput_rps", "output_tokens_per_s", "gpu_utilization",
+            "model_swaps", "preemptions", "wall_s"}
+    assert [r["policy"] for r in doc["results"]] == ["fcfs", "edf"]
+    assert keys <= set(doc["results"][0])
+    assert png.stat().st_size > 1000
+
+
+def _one_line_error(args: list[str]) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.output
+    return lines[0]
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
+    assert "unknown policy 'magic'" in _one_line_error(["simulate", "--policy", "magic"])
+    assert "no such scenario file" in _one_line_error(["simulate", "--scenario", str(tmp_path / "x.yaml")])
+    bad = tmp_path / "b.yaml"
+    bad.write_text("name: b\ncluster: {pools: []}\nworkload: {streams: []}\n")
+    line = _one_line_error(["simulate", "--scenario", str(bad)])
+    assert str(bad) in line and "cluster.pools" in line
+    trace = tmp_path / "t.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1,x,3\n")
+    assert "line 2: ContextTokens" in _one_line_error(["simulate", "--trace", str(trace)])
+    assert "--load must be > 0" in _one_line_error(["simulate", "--load", "0"])
