@@ -74,6 +74,11 @@ LENGTH_PRESETS: dict[str, LengthSpec] = {
         input_mean=1155, input_std=1109, output_mean=211, output_std=163,
         input_max=8000, output_max=2000,
     ),
+    # long report generation from a conversation-sized context (batch jobs) [est]
+    "report": LengthSpec(
+        input_mean=1155, input_std=1109, output_mean=1500, output_std=500,
+        input_min=64, input_max=2000, output_min=200, output_max=2500, total_max=4096,
+    ),
     # very long prompts ("MegaPrompt", workload WC of the QLM paper) [est]
     "megaprompt": LengthSpec(
         input_mean=6000, input_std=2500, output_mean=250, output_std=200,
