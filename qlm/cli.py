@@ -95,6 +95,24 @@ def simulate(
         attainment_plot(doc, plot)
 
 
+@app.command()
+def solve(
+    snapshot: Annotated[Path, typer.Argument(help="solver input JSON (from simulate --dump-snapshots)")],
+    backend: Annotated[str, typer.Option(help="cpsat, pulp-cbc, pulp-highs, pulp-gurobi, pulp-cplex")] = "cpsat",
+    time_limit: Annotated[float, typer.Option(help="wall-clock budget, seconds")] = 1.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the plan as JSON")] = None,
+) -> None:
+    """Solve one scheduling snapshot offline and explain the plan."""
+    from qlm.solver.cli import SnapshotError, solve_command
+
+    if time_limit <= 0:
+        fail(f"--time-limit must be > 0 (got {time_limit})")
+    try:
+        solve_command(snapshot, backend, time_limit, json_out)
+    except (SnapshotError, ValueError) as exc:
+        fail(" ".join(str(exc).split()))
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 

@@ -17,14 +17,14 @@ Typical loop::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from qlm.solver.plan import Plan
 
 __all__ = ["EpochConfig", "EpochController", "EpochDecision", "ResolveReason"]
 
 
-class ResolveReason(str, Enum):
+class ResolveReason(StrEnum):
     """Why the controller asked (or did not ask) for a new plan."""
 
     FIRST = "first"

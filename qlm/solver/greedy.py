@@ -3,9 +3,9 @@
 Greedy (:func:`greedy_queues`): pinned groups first; then groups in EDF order (ties: larger
 value, then id), each placed on an instance where it meets its deadline, preferring one with
 the group's model already active, then the earliest first token (ties: problem order). Groups
-that can meet nowhere go to the *tail* (:func:`place_tail`), laid out after all on-time work,
-where they are scheduled late, rejected (``can_reject`` and cheaper than being late) or
-deferred (would start after ``horizon_s``).
+that can meet nowhere, or are due after ``horizon_s``, go to the *tail* (:func:`place_tail`),
+laid out after all on-time work, where they are scheduled (possibly late), rejected
+(``can_reject`` and cheaper than being late) or deferred (would start after ``horizon_s``).
 
 EDF (:func:`edf_queues`): the QLM paper's fallback: every group in EDF order on the instance
 giving its earliest first token, late or not.
@@ -156,8 +156,12 @@ def greedy_queues(idx: ProblemIndex) -> GreedyResult:
     place_pinned(idx, fleet)
     on_time: dict[str, str] = {}
     tail: list[str] = []
+    horizon = idx.problem.horizon_s
     free = [g.id for g in idx.problem.groups if g.pinned_instance is None]
     for gid in sorted(free, key=idx.edf_key):
+        if horizon is not None and idx.groups[gid].deadline_s > horizon:
+            tail.append(gid)  # beyond the horizon: laid out after the on-time work
+            continue
         ft, act = fleet.finish(gid)
         ok = ft <= idx.groups[gid].deadline_s + EPS
         if not ok.any():

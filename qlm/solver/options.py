@@ -34,6 +34,8 @@ class SolverOptions:
     """Share of time_limit given to the local search on the greedy plan (0 disables it)."""
     backend_s_per_candidate: float = 6e-5
     """The backend is skipped when less than this x model size (+5 ms) of time is left."""
+    reserve_share: float = 0.1
+    """Share of time_limit kept back from the backend for rebuilding and scoring its plan."""
     deterministic: bool = False
     """CP-SAT: bound by deterministic time (reproducible) instead of wall time."""
 

@@ -9,7 +9,7 @@ Greedy, MILP and paper-baseline plans are all scored by it, so their objectives 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +31,7 @@ __all__ = [
 Queues = Mapping[str, Sequence[str]]
 
 
-class SolveStatus(str, Enum):
+class SolveStatus(StrEnum):
     """How a plan was obtained (never a solver's own status code)."""
 
     OPTIMAL = "optimal"
@@ -217,7 +217,8 @@ def simulate(
                 raise ValueError(f"queues.{inst_id}: cannot host model {g.model!r} of {gid!r}")
             if g.pinned_instance is not None:
                 if g.pinned_instance != inst_id:
-                    raise ValueError(f"queues.{inst_id}: {gid!r} is pinned to {g.pinned_instance!r}")
+                    raise ValueError(
+                        f"queues.{inst_id}: {gid!r} is pinned to {g.pinned_instance!r}")
                 if pinned_done:
                     raise ValueError(f"queues.{inst_id}: pinned {gid!r} is behind unpinned work")
             else:
@@ -234,7 +235,8 @@ def simulate(
             if meets:
                 terms.attainment += v
             else:
-                terms.late_cost += v * (w.late_penalty + w.tardiness_penalty_per_s * (ft - g.deadline_s))
+                lateness = ft - g.deadline_s
+                terms.late_cost += v * (w.late_penalty + w.tardiness_penalty_per_s * lateness)
             terms.throughput += w.throughput_weight * g.size * max(0.0, 1.0 - ft / idx.scale)
             decisions[gid] = GroupDecision(group_id=gid, instance_id=inst_id, position=pos,
                                            est_start_s=start, est_first_token_s=ft,
@@ -255,7 +257,8 @@ def simulate(
     for g in problem.groups:
         if g.id not in decisions:
             if g.pinned_instance is not None:
-                raise ValueError(f"queues: pinned group {g.id!r} missing from {g.pinned_instance!r}")
+                raise ValueError(
+                    f"queues: pinned group {g.id!r} missing from {g.pinned_instance!r}")
             terms.defer_cost += idx.value[g.id] * w.defer_penalty
             decisions[g.id] = GroupDecision(group_id=g.id, instance_id=None, position=None,
                                             est_start_s=None, est_first_token_s=None,

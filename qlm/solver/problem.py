@@ -219,7 +219,8 @@ class SchedulingProblem(BaseModel):
                 raise ValueError(f"{where}.id: duplicate group id {group.id!r}")
             seen.add(group.id)
             for inst in self.instances:
-                if group.model in inst.hostable_models and inst.instance_type not in group.service_s:
+                hosts = group.model in inst.hostable_models
+                if hosts and inst.instance_type not in group.service_s:
                     raise ValueError(
                         f"{where}.service_s: missing entry for instance type "
                         f"{inst.instance_type!r} (instance {inst.id!r} hosts {group.model!r})"

@@ -83,7 +83,9 @@ def _load_cpsat() -> Callable[..., object]:
     try:
         from qlm.solver.ortools import solve_on_time
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise BackendUnavailableError(f"backend 'cpsat': OR-Tools cannot be imported: {exc}")
+        raise BackendUnavailableError(
+            f"backend 'cpsat': OR-Tools cannot be imported: {exc}"
+        ) from exc
     return solve_on_time
 
 

@@ -9,6 +9,7 @@ objective. The ``qlm-paper`` baseline returns its own plan (or its EDF fallback)
 from __future__ import annotations
 
 import time
+
 from qlm.solver._index import ProblemIndex
 from qlm.solver.greedy import edf_queues, greedy_queues
 from qlm.solver.improve import improve_on_time
@@ -135,7 +136,7 @@ def solve(
     if left() < MIN_SOLVER_TIME_S + opts.backend_s_per_candidate * model.size:
         return _plan(best, status, g_obj, backend, t0,
                      note="backend skipped: time limit too small for the model size")
-    result = run(model, left(), opts)
+    result = run(model, left() - opts.reserve_share * time_limit, opts)
     assert isinstance(result, OnTimeResult)
     if result.chosen is None:
         return _plan(best, status, g_obj, backend, t0,

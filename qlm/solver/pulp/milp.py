@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,9 @@ def solver_available(name: str) -> bool:
     """Whether PuLP can run the named solver ("cbc", "highs", "gurobi", "cplex") here."""
     _, cls = _SOLVERS[name]
     try:
-        return bool(cls(msg=False).available())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(cls(msg=False).available())
     except Exception:  # noqa: BLE001 - a broken optional install counts as unavailable
         return False
 
@@ -43,8 +46,10 @@ def make_solver_factory(name: str) -> SolverFactory:
     def factory(time_limit: float, options: SolverOptions) -> Any:
         limit = max(time_limit, 0.01)
         if name == "cbc":
-            return cls(msg=False, timeLimit=limit, threads=options.num_workers, warmStart=True,
-                       options=[f"randomSeed {options.seed + 1}"])
+            with warnings.catch_warnings():  # PULP_CBC_CMD: bundled CBC, deprecated in PuLP 4
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return cls(msg=False, timeLimit=limit, threads=options.num_workers, warmStart=True,
+                           options=[f"randomSeed {options.seed + 1}"])
         if name == "highs":
             return cls(msg=False, timeLimit=limit, threads=options.num_workers,
                        random_seed=options.seed)
@@ -79,21 +84,21 @@ class PulpOnTime:
 
     def _variables(self) -> None:
         """y[c] binary; z[i,m,k] in [0,1] (integral at an optimum since y is); W[i,k] >= 0."""
-        self.y = [pulp.LpVariable(f"y{n}", cat=pulp.LpBinary)
+        self.y = [self.lp.add_variable(f"y{n}", 0, 1, cat=pulp.LpBinary)
                   for n in range(len(self.data.candidates))]
         for r, term in enumerate(self.data.instances):
             for m, buckets in term.model_buckets.items():
                 for k in buckets:
-                    self.z[(r, m, k)] = pulp.LpVariable(f"z{r}_{len(self.z)}_{k}", 0, 1)
+                    self.z[(r, m, k)] = self.lp.add_variable(f"z{r}_{len(self.z)}_{k}", 0, 1)
             if term.candidates:
                 for k in range(len(term.checkpoints)):
-                    self.work[(r, k)] = pulp.LpVariable(f"W{r}_{k}", 0)
+                    self.work[(r, k)] = self.lp.add_variable(f"W{r}_{k}", 0)
 
     def _one_instance_per_group(self) -> None:
         """A group is on time on at most one instance: sum_i y[g,i] <= 1."""
-        for gid, idxs in self.data.by_group.items():
+        for idxs in self.data.by_group.values():
             if len(idxs) > 1:
-                self.lp += pulp.lpSum(self.y[n] for n in idxs) <= 1, f"one_{len(self.lp.constraints)}"
+                self.lp += pulp.lpSum(self.y[n] for n in idxs) <= 1
 
     def _model_use(self) -> None:
         """z[i,m_g,k_g] >= y[g,i]; z[i,m,k'] >= z[i,m,k] for the next bucket k' of m."""
@@ -125,13 +130,16 @@ class PulpOnTime:
         for r, term in enumerate(self.data.instances):
             if not term.candidates:
                 continue
+            latest: dict[str, int] = {}
+            starts: dict[int, list[str]] = {}
+            for m, buckets in term.model_buckets.items():
+                for b in buckets:
+                    starts.setdefault(b, []).append(m)
             for k, d_k in enumerate(term.checkpoints):
-                swaps = []
-                for m, buckets in term.model_buckets.items():
-                    last = max((b for b in buckets if b <= k), default=None)
-                    if last is not None:
-                        swaps.append(term.swap_s[m] * self.z[(r, m, last)])
-                self.lp += self.work[(r, k)] + pulp.lpSum(swaps) <= max(0.0, d_k - term.start_s)
+                for m in starts.get(k, ()):
+                    latest[m] = k
+                swaps = pulp.lpSum(term.swap_s[m] * self.z[(r, m, b)] for m, b in latest.items())
+                self.lp += self.work[(r, k)] + swaps <= max(0.0, d_k - term.start_s)
 
     def _objective(self) -> None:
         """max sum reward[c] * y[c] - swap_penalty * sum_{i,m} z[i,m,last bucket]."""

@@ -9,6 +9,7 @@ infeasible (overload), too big to build, or finds nothing in time, the paper fal
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pulp
@@ -43,16 +44,16 @@ def solve_paper(idx: ProblemIndex, time_limit: float, options: SolverOptions) ->
     lp = pulp.LpProblem("qlm_paper", pulp.LpMinimize)
     # [START variables]
     x: dict[tuple[str, str, int], pulp.LpVariable] = {}
-    completion = {g: pulp.LpVariable(f"c_{n}", 0) for n, g in enumerate(free)}
+    completion = {g: lp.add_variable(f"c_{n}", 0) for n, g in enumerate(free)}
     slot_end: dict[tuple[str, int], pulp.LpVariable] = {}
     change: dict[tuple[str, int, str], pulp.LpVariable] = {}
     for r, (iid, gs) in enumerate(hosted.items()):
         for j in range(len(gs)):
-            slot_end[(iid, j)] = pulp.LpVariable(f"C_{r}_{j}", 0)
+            slot_end[(iid, j)] = lp.add_variable(f"C_{r}_{j}", 0)
             for n, g in enumerate(gs):
-                x[(iid, g, j)] = pulp.LpVariable(f"x_{r}_{n}_{j}", cat=pulp.LpBinary)
+                x[(iid, g, j)] = lp.add_variable(f"x_{r}_{n}_{j}", 0, 1, cat=pulp.LpBinary)
             for m in sorted({idx.groups[g].model for g in gs}):
-                change[(iid, j, m)] = pulp.LpVariable(f"w_{r}_{j}_{len(change)}", 0)
+                change[(iid, j, m)] = lp.add_variable(f"w_{r}_{j}_{len(change)}", 0)
     # [END variables]
     # [START constraints]
     for g in free:
@@ -92,8 +93,11 @@ def solve_paper(idx: ProblemIndex, time_limit: float, options: SolverOptions) ->
     # [START objective]
     lp += pulp.lpSum(completion.values())
     # [END objective]
-    lp.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit, 0.01),
-                               threads=options.num_workers))
+    with warnings.catch_warnings():  # PULP_CBC_CMD: bundled CBC, deprecated in PuLP 4
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit, 0.01),
+                                threads=options.num_workers)
+    lp.solve(cbc)
     if lp.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         reason = "infeasible (hard deadlines)" if lp.status == pulp.LpStatusInfeasible else (
             "no solution within the time limit")
