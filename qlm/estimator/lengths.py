@@ -62,9 +62,9 @@ class OutputLengthModel:
 
     Contract:
     - ``observe(model, cls, tokens)`` records one completed request's output length.
-    - A key with at least ``min_obs`` observations uses its own empirical window; otherwise the
-      model-level window (all classes) if that has ``min_obs``; otherwise the prior
-      (``priors[model]`` or ``default_prior``).
+    - A key with at least ``min_obs`` observations uses its own empirical window; otherwise a
+      configured prior for ``(model, slo_class)``; otherwise the model-level window (all
+      classes) if that has ``min_obs``; otherwise ``priors[model]`` or ``default_prior``.
     - ``quantile(model, cls, u)`` maps uniforms to lengths (>= 1); ``mean``/``var``/``tail``
       summarise the same distribution; ``capped_mean`` is ``E[min(X, cap)]``.
     """
@@ -72,7 +72,7 @@ class OutputLengthModel:
     def __init__(
         self,
         default_prior: LengthPrior | None = None,
-        priors: dict[str, LengthPrior] | None = None,
+        priors: dict[str | tuple[str, str], LengthPrior] | None = None,
         window: int = 2000,
         min_obs: int = 30,
     ) -> None:
@@ -85,6 +85,7 @@ class OutputLengthModel:
         self._by_key: dict[tuple[str, str], _Window] = {}
         self._by_model: dict[str, _Window] = {}
         self._moments: dict[tuple[str, str], tuple[float, float]] = {}
+        self._tails: dict[tuple[str, str, float], float] = {}
 
     # ---- learning -----------------------------------------------------------------------
     def observe(self, model: str, slo_class: str, tokens: int) -> None:
@@ -92,18 +93,25 @@ class OutputLengthModel:
         self._by_key.setdefault((model, slo_class), _Window(self.window)).add(x)
         self._by_model.setdefault(model, _Window(self.window)).add(x)
         self._moments.clear()
+        self._tails.clear()
+
+    def set_prior(self, key: str | tuple[str, str], prior: LengthPrior) -> None:
+        """Configure the prior of a model (``"m"``) or of a model and class (``("m", "c")``)."""
+        self.priors[key] = prior
+        self._moments.clear()
+        self._tails.clear()
 
     def count(self, model: str, slo_class: str | None = None) -> int:
-        if slo_class is None:
-            w = self._by_model.get(model)
-        else:
-            w = self._by_key.get((model, slo_class))
+        w = self._by_model.get(model) if slo_class is None else self._by_key.get((model, slo_class))
         return 0 if w is None else len(w.values)
 
     def _source(self, model: str, slo_class: str) -> np.ndarray | LengthPrior:
         w = self._by_key.get((model, slo_class))
         if w is not None and len(w.values) >= self.min_obs:
             return w.sorted()
+        prior = self.priors.get((model, slo_class))
+        if prior is not None:
+            return prior
         w = self._by_model.get(model)
         if w is not None and len(w.values) >= self.min_obs:
             return w.sorted()
@@ -150,8 +158,12 @@ class OutputLengthModel:
         return out
 
     def tail(self, model: str, slo_class: str, q: float = 0.99) -> float:
-        """The ``q`` quantile."""
-        return float(self.quantile(model, slo_class, np.array([q]))[0])
+        """The ``q`` quantile (cached until the next observation)."""
+        key = (model, slo_class, q)
+        hit = self._tails.get(key)
+        if hit is None:
+            hit = self._tails[key] = float(self.quantile(model, slo_class, np.array([q]))[0])
+        return hit
 
     def capped_mean(self, model: str, slo_class: str, cap: int | None) -> float:
         """``E[min(X, cap)]``: a declared ``max_tokens`` caps the output."""

@@ -54,6 +54,7 @@ class EstimatorConfig:
     length_window: int = 2000
     length_min_obs: int = 30
     online_service: bool = True
+    kv_quantile: float = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +81,24 @@ class RWTEstimator:
         )
         self.service = ServiceRateModel()
         self._prompt: dict[str, float] = {}
+        self._prompt_cls: dict[tuple[str, str], float] = {}
         u = np.random.default_rng(cfg.seed).random((cfg.samples, 4096))
         self._u = u  # common random numbers, columns recycled cyclically
 
     # ---- learning -----------------------------------------------------------------------
+    def set_prompt_prior(self, model: str, slo_class: str, mean_tokens: float) -> None:
+        """Configured mean prompt tokens of a (model, class), the start of its EWMA."""
+        self._prompt_cls[(model, slo_class)] = mean_tokens
+        self._prompt.setdefault(model, mean_tokens)
+
     def observe_arrival(self, request: Request) -> None:
-        old = self._prompt.get(request.model, self.config.prompt_prior)
         a = self.config.prompt_alpha
-        self._prompt[request.model] = (1 - a) * old + a * request.prompt_tokens
+        p = request.prompt_tokens
+        old = self._prompt.get(request.model, self.config.prompt_prior)
+        self._prompt[request.model] = (1 - a) * old + a * p
+        key = (request.model, request.slo_class)
+        old = self._prompt_cls.get(key, p)
+        self._prompt_cls[key] = (1 - a) * old + a * p
 
     def observe(self, event: EngineEvent, view: ClusterView) -> None:
         """Learn from a completion: its output length, and its TPOT against the prediction."""
@@ -115,46 +126,126 @@ class RWTEstimator:
         self.service.observe_tpot(inst.id, r.model, observed, st.tau_s)
 
     # ---- building blocks ----------------------------------------------------------------
-    def mean_prompt(self, model: str) -> float:
+    def mean_prompt(self, model: str, slo_class: str | None = None) -> float:
+        if slo_class is not None and (model, slo_class) in self._prompt_cls:
+            return self._prompt_cls[(model, slo_class)]
         return self._prompt.get(model, self.config.prompt_prior)
 
-    def capacity(self, inst: InstanceView, model: str | None = None) -> int:
-        """Batch capacity the policy pulls up to: ``max_num_seqs`` or what KV holds."""
+    def projected_tokens(self, r: Request) -> float:
+        """KV tokens ``r`` may hold when it ends: prompt + min(output ``kv_quantile``,
+        max_tokens). Above the mean, so that a batch rarely outgrows the KV cache (the engine
+        would preempt, by recompute, the newest requests: usually the urgent ones)."""
+        q = self.lengths.tail(r.model, r.slo_class, self.config.kv_quantile)
+        cap = q if r.max_tokens is None else min(q, r.max_tokens)
+        return r.prompt_tokens + cap
+
+    def capacity(
+        self, inst: InstanceView, model: str | None = None, slo_class: str | None = None
+    ) -> int:
+        """Batch capacity (slots) for requests of ``(model, slo_class)``: ``max_num_seqs``
+        or what the KV cache holds at their typical size (prompt + output)."""
         m = model or inst.pending_model or inst.active_model
         if m is None or m not in inst.profiles:
             return 0
-        mean_out, _ = self.lengths.mean_var(m, "")
-        return ServiceRateModel.capacity(inst.profiles[m], self.mean_prompt(m) + mean_out)
+        mean_out, _ = self.lengths.mean_var(m, slo_class or "")
+        typical = self.mean_prompt(m, slo_class) + mean_out
+        return ServiceRateModel.capacity(inst.profiles[m], typical)
+
+    def segment_slots(self, inst: InstanceView, model: str, jobs: Sequence[Request]) -> int:
+        """Slots for a run of ``jobs``: ``max_num_seqs`` or the KV cache over their mean
+        projected size (the same rule :meth:`admits` applies request by request)."""
+        prof = inst.profiles[model]
+        head = jobs[: 4 * prof.max_num_seqs]
+        typical = sum(self.projected_tokens(r) for r in head) / max(1, len(head))
+        return ServiceRateModel.capacity(prof, typical)
+
+    def slot_weights(
+        self, inst: InstanceView, model: str, slots: int, exclude: frozenset[str] | set[str] = frozenset()
+    ) -> np.ndarray:
+        """Slots each in-flight request of ``inst`` takes (in :meth:`running_residuals`
+        order) when a slot is ``kv_capacity / slots`` tokens: a long batch request holds the KV
+        of several short ones."""
+        prof = inst.profiles[model]
+        slot_tokens = prof.kv_capacity_tokens / max(1, slots)
+        reqs = sorted((r for r in inst.outstanding.values() if r.id not in exclude), key=lambda r: r.id)
+        x = np.array([self.projected_tokens(r) / slot_tokens for r in reqs])
+        if not len(x):
+            return np.zeros(0, dtype=int)
+        # integer slots summing to ceil(total): a slot is free only if a whole one is left
+        w = np.maximum(1, np.floor(x)).astype(int)
+        short = int(np.ceil(x.sum() - 1e-9)) - int(w.sum())
+        if short > 0:
+            order = np.lexsort((np.arange(len(x)), -(x - np.floor(x))))
+            w[order[:short]] += 1
+        return w
+
+    def occupied_slots(self, inst: InstanceView, model: str, slo_class: str | None) -> tuple[int, int]:
+        """(slots taken by in-flight work, slots) for requests of ``(model, slo_class)``."""
+        b = self.capacity(inst, model, slo_class)
+        if not inst.outstanding or inst.active_model is None:
+            return 0, b
+        return int(self.slot_weights(inst, inst.active_model, b).sum()), b
+
+    def admits(self, inst: InstanceView, r: Request, held_tokens: float, held: int) -> bool:
+        """Whether ``inst`` should take ``r`` now, holding ``held`` requests whose projected
+        KV is ``held_tokens``: under ``max_num_seqs`` and within the KV cache."""
+        prof = inst.profiles[r.model]
+        if held >= prof.max_num_seqs:
+            return False
+        return held == 0 or held_tokens + self.projected_tokens(r) <= prof.kv_capacity_tokens
 
     def step_times(
-        self, inst: InstanceView, model: str, batch: int | None = None, *, corrected: bool = True
+        self,
+        inst: InstanceView,
+        model: str,
+        batch: int | None = None,
+        *,
+        slo_class: str | None = None,
+        corrected: bool = True,
     ) -> StepTimes:
-        b = self.capacity(inst, model) if batch is None else batch
-        mean_out, _ = self.lengths.mean_var(model, "")
+        """Step times of ``model`` on ``inst`` at ``batch`` (default: its capacity), with the
+        mean lengths of ``slo_class`` (default: the model's)."""
+        b = self.capacity(inst, model, slo_class) if batch is None else batch
+        mean_out, _ = self.lengths.mean_var(model, slo_class or "")
+        prompt = self.mean_prompt(model, slo_class)
         return self.service.step_times(
-            inst.id, inst.profiles[model], b, self.mean_prompt(model), mean_out, corrected=corrected
+            inst.id, inst.profiles[model], b, prompt, mean_out, corrected=corrected
         )
 
     def _uniforms(self, n: int, offset: int = 0) -> np.ndarray:
         cols = (np.arange(n) + offset) % self._u.shape[1]
         return self._u[:, cols]
 
-    def running_residuals(self, inst: InstanceView, now: float) -> np.ndarray:
-        """``(S, R)`` sampled seconds until each in-flight request of ``inst`` leaves."""
-        reqs = sorted(inst.outstanding.values(), key=lambda r: r.id)
+    def running_residuals(
+        self, inst: InstanceView, now: float, exclude: frozenset[str] | set[str] = frozenset()
+    ) -> np.ndarray:
+        """``(S, R)`` sampled seconds until each in-flight request of ``inst`` leaves
+        (``exclude``: ids about to be evicted)."""
+        reqs = sorted(
+            (r for r in inst.outstanding.values() if r.id not in exclude), key=lambda r: r.id
+        )
         s = self.config.samples
         if not reqs or inst.active_model is None:
             return np.zeros((s, 0))
         model = inst.active_model
-        st = self.step_times(inst, model)
-        now_st = self.step_times(inst, model, max(1, len(reqs)))
+        st = self.step_times(inst, model, max(1, len(reqs)))
+        now_st = st
         u = self._uniforms(len(reqs), offset=2048)
         out = np.empty((s, len(reqs)))
+        pending = sorted(
+            (r for r in reqs if r.first_token_s is None or r.evictions),
+            key=lambda r: (r.dispatched_s or 0.0, r.id),
+        )
+        backlog: dict[str, float] = {}
+        acc = 0.0
+        for r in pending:  # prefill runs FCFS; every prompt delays every sequence
+            acc += r.prompt_tokens + r.generated_tokens
+            backlog[r.id] = acc * st.prefill_s_per_token
         for j, r in enumerate(reqs):
             start = r.first_token_s if r.first_token_s is not None and not r.evictions else None
             if start is None:  # not started (or resumed): whole output ahead
                 g = float(r.generated_tokens)
-                lead = now_st.first_token_s(r.prompt_tokens)
+                lead = st.decode_s + backlog.get(r.id, 0.0)
             else:
                 g = r.generated_tokens + max(0.0, now - start) / now_st.tau_s
                 lead = 0.0
@@ -162,8 +253,28 @@ class RWTEstimator:
             x = self.lengths.quantile(r.model, r.slo_class, f + u[:, j] * (1 - f))
             if r.max_tokens is not None:
                 x = np.minimum(x, r.max_tokens)
-            out[:, j] = lead + np.maximum(1.0, x - g) * st.tau_s
+            out[:, j] = lead + np.maximum(1.0, x - g) * st.decode_s
         return out
+
+    def prefill_rate(self, inst: InstanceView, model: str, running: int) -> float:
+        """Prompt tokens per second the engine prefills while ``running`` sequences decode:
+        one ``max_num_batched_tokens`` chunk per step."""
+        prof = inst.profiles[model]
+        chunk = prof.max_num_batched_tokens
+        mean_out, _ = self.lengths.mean_var(model, "")
+        ctx = int(running * (self.mean_prompt(model) + mean_out / 2))
+        step = prof.step_time(chunk, running, ctx) * self.service.factor(inst.id, model)
+        return chunk / step
+
+    def pending_prefill_tokens(self, inst: InstanceView) -> float:
+        """Prompt tokens dispatched to ``inst`` and not yet prefilled (no first token)."""
+        return float(
+            sum(
+                r.prompt_tokens + r.generated_tokens
+                for r in inst.outstanding.values()
+                if r.first_token_s is None or r.evictions
+            )
+        )
 
     def swap_s(self, inst: InstanceView, prev: str | None, nxt: str, woken: set[str]) -> float:
         """Seconds to switch ``prev`` -> ``nxt`` on ``inst`` (0 when equal); a model the queue
@@ -179,12 +290,17 @@ class RWTEstimator:
 
     # ---- queries ------------------------------------------------------------------------
     def queue_waits(
-        self, inst: InstanceView, queue: Sequence[Request], now: float
+        self,
+        inst: InstanceView,
+        queue: Sequence[Request],
+        now: float,
+        exclude: frozenset[str] | set[str] = frozenset(),
     ) -> tuple[np.ndarray, np.ndarray]:
         """Sampled first-token times (seconds from ``now``) of every request of ``queue``
-        (in order) on ``inst``, and the number of requests ahead of each."""
+        (in order) on ``inst``, and the number of requests ahead of each (``exclude``:
+        in-flight ids about to be evicted)."""
         s = self.config.samples
-        running = self.running_residuals(inst, now)
+        running = self.running_residuals(inst, now, exclude)
         if not queue:
             return np.zeros((s, 0)), np.zeros(0, dtype=int)
         cur = inst.pending_model if inst.pending_model is not None else inst.active_model
@@ -210,28 +326,42 @@ class RWTEstimator:
             else:
                 sw = self.swap_s(inst, prev, model, woken)
             woken.add(model)
-            b = self.capacity(inst, model)
-            st = self.step_times(inst, model, b)
+            b = self.segment_slots(inst, model, jobs)
+            st = self.step_times(inst, model, b, slo_class=jobs[0].slo_class)
             u = self._uniforms(len(jobs), offset)
             offset += len(jobs)
             dur = np.empty((s, len(jobs)))
             ft = np.empty(len(jobs))
+            prompts = np.empty(len(jobs))
             for k, r in enumerate(jobs):
                 x = self.lengths.quantile(r.model, r.slo_class, u[:, k])
                 if r.max_tokens is not None:
                     x = np.minimum(x, r.max_tokens)
-                dur[:, k] = np.maximum(1.0, x - r.generated_tokens) * st.tau_s
-                ft[k] = st.first_token_s(r.prompt_tokens + r.generated_tokens)
-            segments.append(Segment(b, sw, dur, ft))
+                dur[:, k] = np.maximum(1.0, x - r.generated_tokens) * st.decode_s
+                prompts[k] = r.prompt_tokens + r.generated_tokens
+                ft[k] = st.first_token_s(prompts[k])
+            first_seg = not segments and sw == 0.0
+            backlog = self.pending_prefill_tokens(inst) if first_seg else 0.0
+            # prefill ahead of job k: the backlog plus the prompts of jobs 0..k-1
+            ahead_tokens = backlog + np.concatenate([[0.0], np.cumsum(prompts)[:-1]])
+            prefill = ahead_tokens * st.prefill_s_per_token
+            if not segments and running.shape[1]:  # in-flight work in units of this segment's slots
+                running = np.repeat(running, self.slot_weights(inst, model, b, exclude), axis=1)
+            segments.append(Segment(b, sw, dur, ft, prefill))
             prev = model
             i = j
         return queue_starts(running, segments, self.config.exact_jobs)
 
     def wait_at(
-        self, inst: InstanceView, queue: Sequence[Request], index: int, now: float
+        self,
+        inst: InstanceView,
+        queue: Sequence[Request],
+        index: int,
+        now: float,
+        exclude: frozenset[str] | set[str] = frozenset(),
     ) -> WaitSamples:
         """The waiting-time distribution of ``queue[index]`` (seconds from ``now``)."""
-        ft, ahead = self.queue_waits(inst, queue[: index + 1], now)
+        ft, ahead = self.queue_waits(inst, queue[: index + 1], now, exclude)
         return WaitSamples(ft[:, index], int(ahead[index]), self.config.n_clt)
 
     def baseline_wait(
@@ -272,17 +402,17 @@ class RWTEstimator:
         """``(G, I)`` mean and std of the seconds a group occupies an instance's full batch
         (``size * E[out] * tau / B``; std by the CLT); ``inf`` where the model is not hostable.
         """
-        models = sorted({g.model for g in groups})
-        mi = {m: k for k, m in enumerate(models)}
-        rate = np.full((len(models), len(instances)), np.inf)  # seconds per output token
+        keys = sorted({(g.model, g.slo_class) for g in groups})
+        ki = {k: n for n, k in enumerate(keys)}
+        rate = np.full((len(keys), len(instances)), np.inf)  # seconds per output token
         for i, inst in enumerate(instances):
-            for m in models:
+            for m, c in keys:
                 if m in inst.profiles:
-                    st = self.step_times(inst, m)
-                    rate[mi[m], i] = st.tau_s / st.batch
+                    st = self.step_times(inst, m, slo_class=c)
+                    rate[ki[(m, c)], i] = st.tau_s / st.batch
         mv = np.array([self.lengths.mean_var(g.model, g.slo_class) for g in groups]).reshape(-1, 2)
         size = np.array([g.size for g in groups], dtype=float)
-        r = rate[[mi[g.model] for g in groups]]
+        r = rate[[ki[(g.model, g.slo_class)] for g in groups]]
         mean = (size * mv[:, 0])[:, None] * r
         std = (np.sqrt(size * mv[:, 1]))[:, None] * r
         return mean, std

@@ -86,12 +86,17 @@ class Segment:
     ``slots`` is the batch capacity; ``swap_s`` the time to make the model active before the
     segment (0 for the active model); ``dur`` the ``(S, n)`` slot-occupancy seconds of the
     jobs and ``ft`` their ``(S, n)`` (or ``(n,)``) seconds from admission to first token.
+    ``prefill_s`` (optional, ``(n,)``): seconds of prefill the engine runs before each job
+    starts (the prompts of the jobs ahead in the segment plus any backlog). Steps are shared,
+    so every prompt prefilled delays every sequence; durations are decode-only and this
+    delay is added to the start times.
     """
 
     slots: int
     swap_s: float
     dur: np.ndarray
     ft: np.ndarray
+    prefill_s: np.ndarray | None = None
 
 
 def queue_starts(
@@ -121,6 +126,8 @@ def queue_starts(
         else:
             free = np.repeat((t0 + seg.swap_s)[:, None], b, axis=1)
         st = list_schedule(free, seg.dur, exact_jobs)
+        if seg.prefill_s is not None:
+            st = st + seg.prefill_s[None, :]
         out.append(st + seg.ft)
         ends = st + seg.dur
         t0 = np.maximum(free.max(axis=1), ends.max(axis=1)) if ends.size else free.max(axis=1)

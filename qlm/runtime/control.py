@@ -116,6 +116,26 @@ class ControlPlane:
     def tick(self) -> None:
         self._apply(self.policy.on_tick(self.view))
 
+    def apply(self, actions: Sequence[Action]) -> None:
+        """Carry out actions a policy decided outside a hook (the real-time runtime computes
+        slow ticks off the event loop and applies their actions here)."""
+        self._apply(actions)
+
+    def cancel(self, request_id: str, reason: str = "cancelled") -> bool:
+        """The client went away: a queued request ends ``FAILED`` at once; an in-flight one
+        is aborted without requeue (it ends when its backend reports ``Aborted``). Returns
+        False when the request is unknown or already ended."""
+        r = self.requests.get(request_id)
+        if r is None or r.state.terminal:
+            return False
+        if self.queue.pop(request_id, None) is not None:
+            self._end(r, RequestState.FAILED, self.clock.now(), reason)
+            return True
+        if r.instance is not None:
+            self._no_requeue.add(r.id)
+            self.instances[r.instance].backend.abort(r.id)
+        return True
+
     # ---- events -------------------------------------------------------------------------
     def _handle(self, ev: EngineEvent) -> None:
         inst = self.instances[ev.instance_id]

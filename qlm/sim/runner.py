@@ -55,6 +55,9 @@ def run_policy(
     """Simulate one policy; returns its result row and the run."""
     cluster, workload = prepared or prepare(spec)
     policy = registry.create(policy_name, **(policy_params or {}))
+    configure = getattr(policy, "configure", None)
+    if callable(configure):  # priors from configuration (e.g. the qlm policy's estimator)
+        configure(spec.scenario)
     # requests are mutable records: every policy gets fresh copies
     fresh = [TimedRequest(_copy(tr.request), tr.output_tokens) for tr in workload]
     run = simulate(

@@ -66,10 +66,21 @@ class EmulatorServer:
     async def stop(self, force: bool = False) -> None:
         if self._server is None or self._task is None:
             return
-        self._server.should_exit = True
-        self._server.force_exit = force
+        server = self._server
+        server.should_exit = True
+        server.force_exit = force
+        if force:  # like a process death: drop every open connection now
+            for conn in list(server.server_state.connections):
+                transport = getattr(conn, "transport", None)
+                if transport is not None:
+                    transport.abort()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self._task, timeout=5)
+        if force:  # uvicorn skips the lifespan shutdown on a forced exit: finish it here
+            lifespan = getattr(server, "lifespan", None)
+            if lifespan is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(lifespan.shutdown(), timeout=2)
         self._server = None
         self._task = None
 

@@ -6,9 +6,8 @@ down, so every CP-SAT solution is feasible in real time); the objective is scale
 
 from __future__ import annotations
 
-import time
-
 import math
+import time
 
 from ortools.sat.python import cp_model
 
