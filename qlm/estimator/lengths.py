@@ -150,10 +150,11 @@ class OutputLengthModel:
         if hit is not None:
             return hit
         src = self._source(model, slo_class)
-        if isinstance(src, LengthPrior):
-            out = (src.mean, src.std**2)
-        else:
-            out = (float(src.mean()), float(src.var()))
+        out = (
+            (src.mean, src.std**2)
+            if isinstance(src, LengthPrior)
+            else (float(src.mean()), float(src.var()))
+        )
         self._moments[key] = out
         return out
 

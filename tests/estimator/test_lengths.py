@@ -1,0 +1,55 @@
+"""Output-length model: prior, online window, class priors, caps."""
+
+import numpy as np
+import pytest
+
+from qlm.estimator.lengths import LengthPrior, OutputLengthModel
+
+
+def test_prior_moments_and_quantiles() -> None:
+    m = OutputLengthModel(LengthPrior(mean=200, std=100))
+    assert m.mean_var("m", "c") == (200, 100**2)
+    # log-normal median = exp(mu) = mean / sqrt(1 + cv^2) = 200 / sqrt(1.25) = 178.9
+    assert m.tail("m", "c", 0.5) == pytest.approx(200 / np.sqrt(1.25), rel=1e-6)
+
+
+def test_window_replaces_prior_after_min_obs() -> None:
+    m = OutputLengthModel(LengthPrior(mean=500, std=0), min_obs=3)
+    for x in (10, 20):
+        m.observe("m", "c", x)
+    assert m.mean_var("m", "c")[0] == pytest.approx(500)  # 2 < min_obs: still the prior
+    m.observe("m", "c", 30)
+    # window {10, 20, 30}: mean 20, population variance (100 + 0 + 100) / 3
+    assert m.mean_var("m", "c") == pytest.approx((20.0, 200 / 3))
+    # empirical quantile: u = 0.5 -> position 0.5 * (3 - 1) = 1 -> 20
+    assert m.quantile("m", "c", np.array([0.5]))[0] == pytest.approx(20)
+    assert m.count("m") == 3 and m.count("m", "c") == 3
+
+
+def test_class_prior_beats_model_window() -> None:
+    m = OutputLengthModel(LengthPrior(mean=300, std=0), min_obs=2)
+    m.set_prior(("m", "batch"), LengthPrior(mean=1500, std=0))
+    m.observe("m", "chat", 100)
+    m.observe("m", "chat", 100)
+    assert m.mean_var("m", "chat")[0] == pytest.approx(100)  # own window
+    assert m.mean_var("m", "batch")[0] == pytest.approx(1500)  # configured class prior
+    assert m.mean_var("m", "other")[0] == pytest.approx(100)  # model-level window
+
+
+def test_capped_mean_uses_max_tokens() -> None:
+    m = OutputLengthModel(LengthPrior(mean=300, std=0))
+    assert m.capped_mean("m", "c", None) == pytest.approx(300)
+    assert m.capped_mean("m", "c", 120) == pytest.approx(120)  # min(300, 120)
+
+
+def test_cdf_conditions_on_generated_tokens() -> None:
+    m = OutputLengthModel(min_obs=1)
+    for x in (100, 200, 300, 400):
+        m.observe("m", "c", x)
+    # two of four observations are <= 250
+    assert m.cdf("m", "c", np.array([250.0]))[0] == pytest.approx(0.5)
+
+
+def test_invalid_prior() -> None:
+    with pytest.raises(ValueError, match="mean > 0"):
+        LengthPrior(mean=0, std=1)

@@ -1,0 +1,100 @@
+"""RWT estimator over a hand-built instance: running batch, queue, swap, baseline, groups."""
+
+import numpy as np
+import pytest
+
+from qlm.domain.cluster import InstanceSpec, NodeSpec
+from qlm.domain.request import Request, RequestState
+from qlm.estimator import EstimatorConfig, GroupLoad, LengthPrior, RWTEstimator
+from qlm.perf.swap_model import Residency
+from qlm.runtime.view import InstanceView
+from tests.factories import SWAP, flat_profile, make_engine
+
+
+def make_view(max_seqs: int = 2) -> InstanceView:
+    """Instance i0 serving m (active) and m2 (asleep in CPU RAM); flat 10 ms steps."""
+    profiles = {m: flat_profile(step_ms=10.0, max_seqs=max_seqs, model=m) for m in ("m", "m2")}
+    return InstanceView(
+        spec=InstanceSpec(id="i0", node="n0", gpu="G", models=("m", "m2"), initial_model="m"),
+        node=NodeSpec(name="n0", gpu="G", num_gpus=1, cpu_ram_gb=64),
+        profiles=profiles, swap_costs={"m": SWAP, "m2": SWAP}, backend=make_engine()[0],
+        residency={"m": Residency.ACTIVE, "m2": Residency.SLEEP_L1}, active_model="m",
+    )
+
+
+def make_estimator() -> RWTEstimator:
+    # every output is exactly 100 tokens (std 0), prompts ~10 tokens
+    return RWTEstimator(EstimatorConfig(samples=8, length_prior=LengthPrior(100, 0), prompt_prior=10))
+
+
+def rq(rid: str, model: str = "m", **kw: object) -> Request:
+    return Request(id=rid, model=model, slo_class="c", arrival_s=0.0, prompt_tokens=10, **kw)  # type: ignore[arg-type]
+
+
+def running_view(now: float = 0.5) -> InstanceView:
+    view = make_view()
+    a = rq("a", state=RequestState.RUNNING, first_token_s=0.0, dispatched_s=0.0)
+    b = rq("b", state=RequestState.DISPATCHED, dispatched_s=now)
+    view.outstanding = {"a": a, "b": b}
+    return view
+
+
+def test_running_residuals() -> None:
+    est = make_estimator()
+    res = est.running_residuals(running_view(), now=0.5)
+    # tau = 10 ms (flat steps, no prefill cost). a: 0.5 s since first token -> 50 tokens done,
+    # 50 left -> 0.5 s. b: not started -> first token 10 ms + 100 tokens * 10 ms = 1.01 s
+    assert res[:, 0] == pytest.approx(np.full(8, 0.5))
+    assert res[:, 1] == pytest.approx(np.full(8, 1.01))
+
+
+def test_queue_waits_few_ahead() -> None:
+    est = make_estimator()
+    ft, ahead = est.queue_waits(running_view(), [rq("q0"), rq("q1")], now=0.5)
+    # 2 slots. q0 starts at the first departure (a, 0.5 s) and holds it 100 * 10 ms = 1 s;
+    # q1 starts at the next departure, b at 1.01 s (before q0's 1.5 s). First token +10 ms.
+    assert ft[0] == pytest.approx([0.51, 1.02])
+    assert ahead.tolist() == [2, 3]
+    ws = est.wait_at(running_view(), [rq("q0"), rq("q1")], 1, now=0.5)
+    assert ws.mean == pytest.approx(1.02)
+    assert ws.p_within(1.0) == 0.0 and ws.p_within(1.1) == 1.0
+
+
+def test_swap_in_the_middle_of_the_queue() -> None:
+    est = make_estimator()
+    ft, _ = est.queue_waits(running_view(), [rq("q0"), rq("q1", model="m2")], now=0.5)
+    # m drains at max(0.5, 1.01, q0 ends 0.5 + 1.0 = 1.5) = 1.5 s; swap = sleep m 0.5 s +
+    # wake m2 from CPU RAM 1.0 s -> m2's slots free at 3.0 s; first token at 3.01 s
+    assert ft[0, 1] == pytest.approx(3.01)
+
+
+def test_eviction_frees_slots() -> None:
+    est = make_estimator()
+    ws = est.wait_at(running_view(), [rq("q0"), rq("q1")], 1, now=0.5, exclude={"b"})
+    # without b: slot 2 is free now, so q0 starts at 0 (ft 0.01) and q1 at a's departure 0.5
+    assert ws.mean == pytest.approx(0.51)
+
+
+def test_baseline_is_mean_only() -> None:
+    est = make_estimator()
+    view = running_view()
+    base = est.baseline_wait(view, [rq("q0"), rq("q1")], 1)
+    # n = 2 running + 1 queued ahead = 3 requests * 100 tokens / (2 seqs / 10 ms = 200 tok/s)
+    assert base == pytest.approx(1.5)
+
+
+def test_group_service_matrix() -> None:
+    est = make_estimator()
+    mean, std = est.group_service([GroupLoad("m", "c", 10), GroupLoad("m2", "c", 4)], [make_view()])
+    # 10 requests * 100 tokens * 10 ms / 2 slots = 5 s; std 0 (deterministic lengths)
+    assert mean[:, 0] == pytest.approx([5.0, 2.0])
+    assert std[:, 0] == pytest.approx([0.0, 0.0])
+
+
+def test_learns_from_completions() -> None:
+    est = make_estimator()
+    for _ in range(30):
+        est.lengths.observe("m", "c", 40)
+    ft, _ = est.queue_waits(make_view(max_seqs=1), [rq("q0"), rq("q1")], now=0.0)
+    # one slot: q1 waits for q0's 40 tokens * 10 ms = 0.4 s, + 10 ms first token
+    assert ft[0, 1] == pytest.approx(0.41)
