@@ -110,13 +110,33 @@ class MILPPlanner:
         self.previous = self.last_plan = plan
         self.solves += 1
         self.solve_s += plan.solve_s
-        out = PlannerOutput(queues={i.id: list(plan.queues.get(i.id, [])) for i in inp.instances})
+        deadline = {g.id: (g.deadline_s, g.id) for g in inp.groups}
+        model_of = {g.id: g.model for g in inp.groups}
+        out = PlannerOutput(
+            queues={i.id: _edf_runs(plan.queues.get(i.id, []), model_of, deadline) for i in inp.instances}
+        )
+        position = {gid: k for q in out.queues.values() for k, gid in enumerate(q)}
         for d in plan.decisions:
             decision = "scheduled" if d.decision == "scheduled" and d.instance_id is not None else "deferred"
             out.decisions[d.group_id] = GroupPlan(
                 d.instance_id if decision == "scheduled" else None,
-                d.position if decision == "scheduled" else None,
+                position.get(d.group_id) if decision == "scheduled" else None,
                 d.est_start_s,
                 decision,
             )
         return out
+
+
+def _edf_runs(queue: list[str], model_of: dict[str, str], key: dict[str, tuple[float, str]]) -> list[str]:
+    """Order each run of same-model groups by deadline: the plan's swaps stay where they are,
+    and a started (pinned) group, which the solver puts first, no longer holds back more
+    urgent groups of its model."""
+    out: list[str] = []
+    run: list[str] = []
+    for gid in queue:
+        if run and model_of[gid] != model_of[run[-1]]:
+            out.extend(sorted(run, key=key.__getitem__))
+            run = []
+        run.append(gid)
+    out.extend(sorted(run, key=key.__getitem__))
+    return out

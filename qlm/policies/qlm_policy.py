@@ -186,6 +186,7 @@ class QLMPolicy(Policy):
         evict_below: float = 0.5,
         max_evict: int = 32,
         min_replan_s: float = 0.5,
+        balance: bool = True,
     ) -> None:
         self.tick_s = tick_s
         self.groups = GroupTable(group_cap)
@@ -194,6 +195,7 @@ class QLMPolicy(Policy):
         self.evict_below = evict_below
         self.max_evict = max_evict
         self.min_replan_s = min_replan_s
+        self.balance = balance
         self.vqueues: dict[str, list[str]] = {}
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
@@ -216,6 +218,8 @@ class QLMPolicy(Policy):
 
     def start(self, view: ClusterView) -> Sequence[Action]:
         self._slo = dict(view.slo_classes)
+        if hasattr(self.planner, "slo_classes"):  # planners that price classes (MILP)
+            self.planner.slo_classes = dict(view.slo_classes)
         self.vqueues = {i: [] for i in sorted(view.instances)}
         return ()
 
@@ -369,6 +373,37 @@ class QLMPolicy(Policy):
                     self.started.add(group.id)
                     held += 1
                     held_tokens += self.estimator.projected_tokens(r)
+            if not full and self.balance and not any(isinstance(a, Swap) and a.instance_id == inst.id
+                                                     for a in actions):
+                actions.extend(self._steal(inst, view, held, held_tokens))
+        return actions
+
+    def _steal(self, inst: InstanceView, view: ClusterView, held: int, held_tokens: float) -> list[Action]:
+        """Load balancing: spare capacity takes the earliest-deadline queued requests of the
+        active model from other virtual queues (queued requests hold nothing on an engine, so
+        moving them costs nothing; requests already dispatched never move)."""
+        model = inst.active_model
+        if model is None:
+            return []
+        cands = sorted(
+            (g for g in self.groups.groups.values()
+             if g.model == model and g.requests),
+            key=lambda g: (g.earliest_deadline_s, g.id),
+        )
+        actions: list[Action] = []
+        for group in cands:
+            while group.requests:
+                r = group.requests[0]
+                if r.state is not RequestState.QUEUED or r.id not in view.queue:
+                    group.requests.popleft()
+                    continue
+                if not self.estimator.admits(inst, r, held_tokens, held):
+                    return actions
+                group.requests.popleft()
+                prio = self._slo[r.slo_class].priority
+                actions.append(Dispatch(r.id, inst.id, priority=prio, reason=f"balance {group.id}"))
+                held += 1
+                held_tokens += self.estimator.projected_tokens(r)
         return actions
 
     @staticmethod

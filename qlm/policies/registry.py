@@ -44,10 +44,18 @@ def _ensure_builtins() -> None:
     _loaded = True
     from qlm.policies.edf import EDFPolicy
     from qlm.policies.fcfs import FCFSPolicy
-    from qlm.policies.qlm_policy import QLMPolicy
+    from qlm.policies.milp_planner import MILPPlanner
+    from qlm.policies.qlm_policy import GreedyEDFPlanner, QLMPolicy
     from qlm.policies.shepherd import ShepherdPolicy
+
+    def qlm(backend: str = "cpsat", time_limit: float = 0.1, **params: Any) -> Policy:
+        return QLMPolicy(planner=MILPPlanner(backend=backend, time_limit=time_limit), **params)
+
+    def qlm_greedy(**params: Any) -> Policy:
+        return QLMPolicy(planner=GreedyEDFPlanner(), **params)
 
     register("fcfs", FCFSPolicy)
     register("edf", EDFPolicy)
     register("shepherd", ShepherdPolicy)
-    register("qlm", QLMPolicy)
+    register("qlm", qlm)
+    register("qlm-greedy", qlm_greedy)
