@@ -48,6 +48,8 @@ class EstimatorConfig:
     seed: int = 0
     n_clt: int = 30
     exact_jobs: int | None = None
+    release_cache_s: float = 2.0  # reuse an instance's slot-release samples (time-shifted) this long
+    # while its in-flight count moved by at most 10%
     prompt_prior: float = 600.0
     prompt_alpha: float = 0.02
     length_prior: LengthPrior = LengthPrior()
@@ -84,6 +86,7 @@ class RWTEstimator:
         self._prompt_cls: dict[tuple[str, str], float] = {}
         u = np.random.default_rng(cfg.seed).random((cfg.samples, 4096))
         self._u = u  # common random numbers, columns recycled cyclically
+        self._release_cache: dict[str, tuple[object, float, np.ndarray, int]] = {}
 
     # ---- learning -----------------------------------------------------------------------
     def set_prompt_prior(self, model: str, slo_class: str, mean_tokens: float) -> None:
@@ -241,19 +244,27 @@ class RWTEstimator:
         for r in pending:  # prefill runs FCFS; every prompt delays every sequence
             acc += r.prompt_tokens + r.generated_tokens
             backlog[r.id] = acc * st.prefill_s_per_token
+        n = len(reqs)
+        gen = np.empty(n)
+        lead = np.zeros(n)
+        cap = np.full(n, np.inf)
+        by_key: dict[tuple[str, str], list[int]] = {}
         for j, r in enumerate(reqs):
             start = r.first_token_s if r.first_token_s is not None and not r.evictions else None
             if start is None:  # not started (or resumed): whole output ahead
-                g = float(r.generated_tokens)
-                lead = st.decode_s + backlog.get(r.id, 0.0)
+                gen[j] = float(r.generated_tokens)
+                lead[j] = st.decode_s + backlog.get(r.id, 0.0)
             else:
-                g = r.generated_tokens + max(0.0, now - start) / now_st.tau_s
-                lead = 0.0
-            f = float(self.lengths.cdf(r.model, r.slo_class, np.array([g]))[0])
-            x = self.lengths.quantile(r.model, r.slo_class, f + u[:, j] * (1 - f))
+                gen[j] = r.generated_tokens + max(0.0, now - start) / now_st.tau_s
             if r.max_tokens is not None:
-                x = np.minimum(x, r.max_tokens)
-            out[:, j] = lead + np.maximum(1.0, x - g) * st.decode_s
+                cap[j] = r.max_tokens
+            by_key.setdefault((r.model, r.slo_class), []).append(j)
+        for (m, c), cols in by_key.items():  # one vectorised draw per (model, class)
+            idx = np.array(cols)
+            g = gen[idx]
+            f = self.lengths.cdf(m, c, g)
+            x = np.minimum(self.lengths.quantile(m, c, f + u[:, idx] * (1 - f)), cap[idx])
+            out[:, idx] = lead[idx] + np.maximum(1.0, x - g) * st.decode_s
         return out
 
     def prefill_rate(self, inst: InstanceView, model: str, running: int) -> float:
@@ -363,6 +374,92 @@ class RWTEstimator:
         """The waiting-time distribution of ``queue[index]`` (seconds from ``now``)."""
         ft, ahead = self.queue_waits(inst, queue[: index + 1], now, exclude)
         return WaitSamples(ft[:, index], int(ahead[index]), self.config.n_clt)
+
+    def slot_release_times(
+        self,
+        inst: InstanceView,
+        model: str,
+        slots: int,
+        now: float,
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> np.ndarray:
+        """``(S, slots)`` sampled seconds from ``now`` at which each of ``inst``'s ``slots``
+        slots (sized for the request being predicted) is free for new work: 0 for a free slot;
+        when in-flight work holds ``w`` slot-units, the ``j``-th slot frees at the
+        ``(w - slots + j)``-th release (a long request holds several units)."""
+        s = self.config.samples
+        if not inst.outstanding or inst.active_model != model:
+            return np.zeros((s, slots))
+        n_out = len(inst.outstanding)
+        key = (model, slots, frozenset(exclude))
+        hit = self._release_cache.get(inst.id)
+        if (hit is not None and hit[0] == key and now - hit[1] <= self.config.release_cache_s
+                and abs(hit[3] - n_out) <= max(1, n_out // 10)):
+            # the same in-flight set a moment ago: shift its release times by the elapsed time
+            return np.maximum(0.0, hit[2] - (now - hit[1]))
+        running = self.running_residuals(inst, now, exclude)
+        held = np.sort(np.repeat(running, self.slot_weights(inst, model, slots, exclude), axis=1), axis=1)
+        w = held.shape[1]
+        if w >= slots:
+            out = held[:, w - slots:]
+        else:
+            out = np.concatenate([np.zeros((s, slots - w)), held], axis=1)
+        self._release_cache[inst.id] = (key, now, out, n_out)
+        return out
+
+    def pooled_wait(
+        self,
+        instances: Sequence[InstanceView],
+        r: Request,
+        ahead: int,
+        now: float,
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> WaitSamples:
+        """Waiting time of ``r`` when every instance in ``instances`` (those serving its model)
+        takes queued requests of that model in deadline order as slots free (load balancing):
+        ``r`` starts at the ``(ahead + 1)``-th earliest slot release of the pool (beyond the
+        pool's slots, the fluid continuation: one more mean job duration per slot), then
+        prefills on the instance that released that slot (a mean over the pool)."""
+        s = self.config.samples
+        blocks = []
+        firsts = []
+        mean_dur = []
+        prefill_rate = 0.0
+        backlog = ahead * self.mean_prompt(r.model, r.slo_class)
+        caps = [self.capacity(inst, r.model, r.slo_class) for inst in instances]
+        free_now = 0
+        for inst, b in zip(instances, caps, strict=True):
+            if b > 0:
+                held = self.slot_weights(inst, r.model, b, exclude).sum() if inst.outstanding else 0
+                free_now += max(0, b - int(held))
+        sample = free_now <= ahead  # otherwise a slot is free for r now: no release sampling
+        for inst, b in zip(instances, caps, strict=True):
+            if b <= 0:
+                continue
+            blocks.append(self.slot_release_times(inst, r.model, b, now, exclude) if sample
+                          else np.zeros((s, 0)))
+            st = self.step_times(inst, r.model, b, slo_class=r.slo_class)
+            firsts.append(st.first_token_s(r.prompt_tokens + r.generated_tokens))
+            mean_out, _ = self.lengths.mean_var(r.model, r.slo_class)
+            mean_dur.append(mean_out * st.decode_s)
+            prefill_rate += 1.0 / st.prefill_s_per_token
+            backlog += self.pending_prefill_tokens(inst)
+        if not blocks:
+            return WaitSamples(np.full(s, np.inf), ahead, self.config.n_clt)
+        pool = np.concatenate(blocks, axis=1)
+        n = pool.shape[1]
+        if not sample:
+            start = np.zeros(s)
+        elif ahead < n:
+            start = np.partition(pool, ahead, axis=1)[:, ahead]
+        else:
+            last = pool.max(axis=1)
+            start = last + (ahead - n + 1) * float(np.mean(mean_dur)) / n
+        # prompts dispatched and not yet prefilled, and those of the requests ahead, go
+        # through the pool's chunked prefill before this one's
+        start = np.maximum(start, backlog / prefill_rate)
+        running_ahead = sum(len(i.outstanding) for i in instances)
+        return WaitSamples(start + float(np.mean(firsts)), ahead + running_ahead, self.config.n_clt)
 
     def baseline_wait(
         self, inst: InstanceView, queue: Sequence[Request], index: int

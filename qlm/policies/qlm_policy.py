@@ -436,7 +436,10 @@ class QLMPolicy(Policy):
         if not queue or queue[-1] is not r:
             return []
         k = len(queue) - 1
-        ws = self.estimator.wait_at(inst, queue, k, now)
+        pool = self._pool(r.model, view) if self.balance else []
+        ahead = self._ahead_in_pool(r) if pool else 0
+        ws = (self.estimator.pooled_wait(pool, r, ahead, now) if pool
+              else self.estimator.wait_at(inst, queue, k, now))
         deadline = r.ttft_deadline_s - now
         p = ws.p_within(deadline)
         actions: list[Action] = []
@@ -464,7 +467,9 @@ class QLMPolicy(Policy):
                 for q in chosen:
                     actions.append(Abort(q.id, requeue=True, reason=f"SLO of {r.id}"))
                 self.evictions += need
-                ws = self.estimator.wait_at(inst, queue, k, now, exclude={q.id for q in chosen})
+                gone = {q.id for q in chosen}
+                ws = (self.estimator.pooled_wait(pool, r, ahead, now, exclude=gone) if pool
+                      else self.estimator.wait_at(inst, queue, k, now, exclude=gone))
                 p = ws.p_within(deadline)
         r.meta["pred_wait_s"] = ws.mean
         r.meta["pred_wait_p90_s"] = float(ws.quantile(0.9))
@@ -473,6 +478,27 @@ class QLMPolicy(Policy):
         r.meta["pred_instance"] = inst.id
         r.meta["pred_wait_base_s"] = self.estimator.baseline_wait(inst, queue, k)
         return actions
+
+    @staticmethod
+    def _pool(model: str, view: ClusterView) -> list[InstanceView]:
+        """Instances that will take queued requests of ``model`` (ready with it active)."""
+        return [i for _, i in sorted(view.instances.items()) if i.accepts(model)]
+
+    def _ahead_in_pool(self, r: Request) -> int:
+        """Queued requests of ``r``'s model served before it under load balancing: those of
+        its model with an earlier TTFT deadline. Inside a group deadlines rise with arrival,
+        so only a group straddling ``r``'s deadline is scanned."""
+        d = r.ttft_deadline_s
+        n = 0
+        for g in self.groups.groups.values():
+            if g.model != r.model or not g.requests:
+                continue
+            if g.requests[-1].ttft_deadline_s < d:
+                n += sum(1 for q in g.requests if q.state is RequestState.QUEUED)
+            elif g.requests[0].ttft_deadline_s < d:
+                n += sum(1 for q in g.requests
+                         if q is not r and q.state is RequestState.QUEUED and q.ttft_deadline_s < d)
+        return n
 
     def report(self, run: Any) -> dict[str, Any]:
         """The ``estimator`` block (prediction accuracy) plus planner counters."""
