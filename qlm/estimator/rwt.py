@@ -400,10 +400,7 @@ class RWTEstimator:
         running = self.running_residuals(inst, now, exclude)
         held = np.sort(np.repeat(running, self.slot_weights(inst, model, slots, exclude), axis=1), axis=1)
         w = held.shape[1]
-        if w >= slots:
-            out = held[:, w - slots:]
-        else:
-            out = np.concatenate([np.zeros((s, slots - w)), held], axis=1)
+        out = held[:, w - slots:] if w >= slots else np.concatenate([np.zeros((s, slots - w)), held], axis=1)
         self._release_cache[inst.id] = (key, now, out, n_out)
         return out
 
