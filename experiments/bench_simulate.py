@@ -49,7 +49,8 @@ def main() -> None:
                 "slo_attainment": row["slo_attainment"],
             })
             print(f"{name:6} {pol:9} {statistics.median(walls):7.2f} s  attainment {row['slo_attainment']:.3f}")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_simulate.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
     lines = [f"Machine: {machine}", "", "| scenario | policy | requests | GPUs | median wall s | max wall s |",
