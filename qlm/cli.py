@@ -113,6 +113,25 @@ def solve(
         fail(" ".join(str(exc).split()))
 
 
+@app.command()
+def emulate(
+    model: Annotated[str, typer.Option(help="served model name (any string), as vLLM's --served-model-name")],
+    gpu: Annotated[str, typer.Option(help="GPU type from the performance catalogue")] = "A100-80G",
+    tp: Annotated[int, typer.Option(help="tensor-parallel degree")] = 1,
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    sleep_mode: Annotated[bool, typer.Option("--sleep-mode", help="enable /sleep, /wake_up, /is_sleeping")] = False,
+    scheduling_policy: Annotated[str, typer.Option(help="fcfs or priority")] = "fcfs",
+    speed: Annotated[float, typer.Option(help="time compression (2 = twice as fast)")] = 1.0,
+    profile: Annotated[str | None, typer.Option(help="catalogue model whose timings to use")] = None,
+    seed: Annotated[int, typer.Option(help="seed of output lengths")] = 0,
+) -> None:
+    """Serve vLLM's HTTP contract with timings from the engine model (no GPU needed)."""
+    from qlm.runtime.emulator.cli import emulate_command
+
+    emulate_command(model, gpu, tp, port, host, sleep_mode, scheduling_policy, speed, profile, seed)
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from qlm.domain.request import Request
 from qlm.perf.catalog import Catalog

@@ -4,8 +4,23 @@ emulated launcher's subprocess mode)."""
 from __future__ import annotations
 
 import argparse
+import os
+import threading
+import time
 
 from qlm.runtime.emulator.cli import emulate_command
+
+
+def _exit_with_parent(pid: int) -> None:
+    """End this process when ``pid`` (the launcher) is gone, so emulators never outlive it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--profile", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process ends")
     a = ap.parse_args(argv)
+    if a.parent_pid is not None:
+        _exit_with_parent(a.parent_pid)
     emulate_command(a.model, a.gpu, a.tp, a.port, a.host, a.sleep_mode, a.scheduling_policy,
                     a.speed, a.profile, a.seed)
 

@@ -252,6 +252,7 @@ def create_app(cfg: EmulatorConfig) -> FastAPI:
         text = placeholder_text(0, n)
         choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": job.finish_reason,
                                   "stop_reason": None}
+        obj: dict[str, Any]
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
             obj = {"id": f"chatcmpl-{job.rid}", "object": "chat.completion"}

@@ -11,6 +11,7 @@ from :func:`qlm.perf.swap_model.swap_costs`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -23,7 +24,7 @@ from qlm.domain.request import Request
 from qlm.perf.catalog import Catalog, default_catalog
 from qlm.perf.engine_model import EngineProfile, build_profile, fits
 from qlm.perf.swap_model import Residency, SwapCosts, swap_costs
-from qlm.runtime.events import Aborted, EngineEvent, FirstToken, Finished
+from qlm.runtime.events import Aborted, EngineEvent, Finished, FirstToken
 from qlm.sim.engine import NodeMemory, SimEngine
 
 VLLM_VERSION = "0.33.0"
@@ -259,10 +260,8 @@ class EmulatorCore:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-            except asyncio.CancelledError:
-                pass
             self._ticker = None
 
     @property

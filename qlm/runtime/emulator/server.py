@@ -53,7 +53,6 @@ class EmulatorServer:
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._server = server
         self._task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:

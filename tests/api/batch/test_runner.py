@@ -178,7 +178,7 @@ async def test_crash_mid_batch_then_resume(config: BatchConfig, clock: Clock) ->
     held = {f"req-{i}" for i in range(8, 20)}
     queue1 = FakeQueue(hold=held)
     runner1 = BatchRunner(first, queue1, slo_class_for=slo_for, max_concurrency=6, poll_interval_s=0.01)
-    for _ in range(1000):  # step until the 8 free requests are recorded and 6 held ones are in flight
+    for _ in range(15000):  # step until the 8 free requests are recorded and 6 held ones are in flight
         if first.get_batch(batch_id).completed == 8 and runner1.in_flight == 6:
             break
         await runner1.step()

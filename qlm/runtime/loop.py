@@ -1,0 +1,267 @@
+"""The real-time driver around :class:`~qlm.runtime.control.ControlPlane` on asyncio.
+
+The control plane never sleeps or blocks; this loop feeds it:
+
+- ``submit``/``cancel`` from any coroutine on the loop's thread;
+- backend events, processed promptly (each ``post`` schedules one ``process_pending`` with
+  ``call_soon``; bursts coalesce);
+- policy ticks every ``policy.tick_s`` virtual seconds. With ``offload_ticks`` (default: the
+  policy's ``offload_ticks`` attribute, else False) ``on_tick`` runs in a worker thread while
+  control-plane processing pauses (events and submissions wait, unchanged state for the
+  policy to read); the actions are then applied on the loop. Token streaming never waits:
+  drivers push tokens to :class:`RequestStream`s directly, not through the control plane;
+- health polling and metrics scraping (``check_health()``/``refresh()`` of backends that
+  have them) every ``health_interval_s`` wall seconds. A dead engine's requests come back
+  as ``Aborted`` events: replayable ones are requeued by the control plane, streams that
+  already sent tokens fail with a clean end.
+
+Usage::
+
+    rt = RuntimeLoop(ControlPlane(policy, views, slo, RealClock(speed), strict=False))
+    await rt.start()
+    stream = rt.submit(Request(id, model, slo_class, rt.now(), prompt_tokens, max_tokens))
+    async for chunk in stream: ...      # StreamChunk(text, tokens) as tokens arrive
+    stream.end                         # StreamEnd(state, reason, prompt/completion tokens)
+    await rt.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from qlm.domain.request import Request
+from qlm.runtime.control import ControlListener, ControlPlane
+from qlm.runtime.events import EngineEvent
+from qlm.runtime.vllm.stream import RequestStream, StreamChunk, StreamEnd
+
+log = logging.getLogger("qlm.runtime.loop")
+
+__all__ = ["RequestStream", "RuntimeLoop", "StreamChunk", "StreamEnd"]
+
+
+class _LoopSink:
+    """Backends post here: the event goes to the control plane and processing is scheduled."""
+
+    def __init__(self, control: ControlPlane, kick: Callable[[], None]) -> None:
+        self.control = control
+        self.kick = kick
+
+    def post(self, event: EngineEvent) -> None:
+        self.control.post(event)
+        self.kick()
+
+
+class _Ends(ControlListener):
+    def __init__(self, rt: RuntimeLoop) -> None:
+        self.rt = rt
+
+    def on_request_end(self, request: Request) -> None:
+        self.rt._on_end(request)
+
+
+class RuntimeLoop:
+    """Runs ``control`` in real time on the current asyncio loop (see the module docstring).
+
+    ``control`` should be built with ``strict=False`` and a ``RealClock`` whose ``speed``
+    matches the engines' (1.0 for real vLLM; the emulators' ``--speed`` otherwise). Its
+    backends are re-bound to this loop's sink.
+    """
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        *,
+        health_interval_s: float = 1.0,
+        offload_ticks: bool | None = None,
+    ) -> None:
+        if control.strict:
+            log.warning("a real-time control plane should run with strict=False")
+        self.control = control
+        self.policy = control.policy
+        self.health_interval_s = health_interval_s
+        self.offload_ticks = (
+            bool(getattr(self.policy, "offload_ticks", False)) if offload_ticks is None
+            else offload_ticks
+        )
+        self.speed = float(getattr(control.clock, "speed", 1.0))
+        self.streams: dict[str, RequestStream] = {}
+        self.ended: dict[str, int] = {}  # request id -> number of terminal transitions seen
+        self._open: set[str] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._waiters: dict[str, list[asyncio.Future[Request]]] = {}
+        self._buffer: deque[Callable[[], object]] = deque()
+        self._busy = False
+        self._scheduled = False
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.slow_ticks = 0
+        sink = _LoopSink(control, self._kick)
+        for inst in control.instances.values():
+            b = inst.backend
+            b.bind(sink)
+            if hasattr(b, "stream_lookup"):
+                b.stream_lookup = self.streams.get
+        control.listeners.append(_Ends(self))
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the policy, the tick task and health polling."""
+        self._loop = asyncio.get_running_loop()
+        self.control.start()
+        self._process()
+        if self.policy.tick_s is not None:
+            self._tasks.append(asyncio.create_task(self._tick_loop(self.policy.tick_s)))
+        if self.health_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._health_loop()))
+
+    async def stop(self) -> None:
+        """Stop background tasks and close backends that have ``close()``."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        for inst in self.control.instances.values():
+            close = getattr(inst.backend, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> RuntimeLoop:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- inputs -------------------------------------------------------------------------
+    def now(self) -> float:
+        """Control-plane time (virtual seconds), for ``Request.arrival_s``."""
+        return self.control.clock.now()
+
+    def submit(self, request: Request, *, streaming: bool = True,
+               stream: RequestStream | None = None) -> RequestStream:
+        """Enter ``request`` into the global queue; returns its token stream.
+
+        Raises ``ValueError`` (one line) for a duplicate id or an unknown SLO class.
+        ``streaming=False`` marks a client that gets one buffered response: its request is
+        replayed if its engine dies mid-generation.
+        """
+        if request.id in self.control.requests or request.id in self.streams:
+            raise ValueError(f"duplicate request id {request.id!r}")
+        if request.slo_class not in self.control.slo_classes:
+            raise ValueError(
+                f"request {request.id}: unknown SLO class {request.slo_class!r}; "
+                f"known: {sorted(self.control.slo_classes)}"
+            )
+        s = stream or RequestStream(request.id, streaming)
+        self.streams[request.id] = s
+        self._open.add(request.id)
+        self._idle.clear()
+        self._run(lambda: self.control.submit(request))
+        return s
+
+    def cancel(self, request_id: str, reason: str = "cancelled") -> None:
+        """The client went away: drop the request (queued) or abort it (in flight)."""
+        self._run(lambda: self.control.cancel(request_id, reason))
+
+    async def wait(self, request_id: str) -> Request:
+        """The request once it reached a terminal state."""
+        r = self.control.requests.get(request_id)
+        if r is not None and r.state.terminal:
+            return r
+        fut: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append(fut)
+        return await fut
+
+    async def drain(self) -> None:
+        """Wait until every submitted request has ended."""
+        await self._idle.wait()
+
+    # ---- processing ---------------------------------------------------------------------
+    def _run(self, fn: Callable[[], object]) -> None:
+        if self._busy:
+            self._buffer.append(fn)
+        else:
+            self._guard(fn)
+            self._process()
+
+    def _guard(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception:  # never let one bad action stop the runtime
+            log.exception("control plane error")
+
+    def _kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._process)
+
+    def _process(self) -> None:
+        self._scheduled = False
+        if self._busy:
+            return
+        while self._buffer:
+            self._guard(self._buffer.popleft())
+        self._guard(self.control.process_pending)
+
+    def _on_end(self, r: Request) -> None:
+        self.ended[r.id] = self.ended.get(r.id, 0) + 1
+        s = self.streams.pop(r.id, None)
+        if s is not None:
+            s.close(StreamEnd(r.state.name.lower(), r.finish_reason, r.prompt_tokens,
+                              r.generated_tokens))
+        for fut in self._waiters.pop(r.id, []):
+            if not fut.done():
+                fut.set_result(r)
+        self._open.discard(r.id)
+        if not self._open:
+            self._idle.set()
+
+    async def _tick_loop(self, tick_s: float) -> None:
+        period = tick_s / self.speed
+        while True:
+            await asyncio.sleep(period)
+            if not self.offload_ticks:
+                self._guard(self.control.tick)
+                self._process()
+                continue
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qlm-policy")
+            loop = asyncio.get_running_loop()
+            self._busy = True
+            try:
+                actions = await loop.run_in_executor(self._executor, self.policy.on_tick,
+                                                     self.control.view)
+                self._busy = False
+                self._guard(functools.partial(self.control.apply, actions))
+            except Exception:
+                log.exception("policy tick failed")
+            finally:
+                self._busy = False
+                self._process()
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            coros = []
+            for inst in self.control.instances.values():
+                for name in ("check_health", "refresh"):
+                    fn = getattr(inst.backend, name, None)
+                    if fn is not None:
+                        coros.append(fn())
+            if coros:
+                await asyncio.gather(*coros, return_exceptions=True)
