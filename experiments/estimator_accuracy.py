@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from qlm.sim.runner import RunSpec, run_policy  # noqa: E402
 from qlm.workload.scenario import load_scenario  # noqa: E402
 
-TRACE = Path("/work/shared/data/azure2023_conv.csv")
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "azure2023_conv.csv"  # ../shared beside the repo
 RUNS: list[dict[str, Any]] = [
     {"label": "small", "scenario": "small"},
     {"label": "wa", "scenario": "wa"},
