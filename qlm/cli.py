@@ -47,6 +47,9 @@ def simulate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results as JSON")] = None,
     plot: Annotated[Path | None, typer.Option(help="write an SLO-attainment bar chart (PNG)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    dump_snapshots: Annotated[
+        Path | None, typer.Option(help="write each epoch's solver input (qlm policy) to DIR/epoch-N.json")
+    ] = None,
 ) -> None:
     """What would happen to my SLOs under this workload and cluster, with these policies?"""
     from qlm.policies import registry
@@ -80,7 +83,10 @@ def simulate(
             def advance(done: int, _total: int, task_id: TaskID = task) -> None:
                 prog.update(task_id, completed=done)
 
-            row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance)
+            params: dict[str, Any] = {}
+            if dump_snapshots is not None and n == "qlm":
+                params["on_problem"] = _snapshot_writer(dump_snapshots)
+            row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance, policy_params=params)
             prog.update(task, completed=total)
             rows.append(row)
     _print_table(sc.name, seed, load, rows, [c.name for c in sc.slo_classes])
@@ -130,6 +136,18 @@ def emulate(
     from qlm.runtime.emulator.cli import emulate_command
 
     emulate_command(model, gpu, tp, port, host, sleep_mode, scheduling_policy, speed, profile, seed)
+
+
+def _snapshot_writer(folder: Path) -> Any:
+    """A callback writing each solver input as ``folder/epoch-NNNNN.json`` (for ``qlm solve``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = [0]
+
+    def write(problem: Any) -> None:
+        (folder / f"epoch-{count[0]:05d}.json").write_text(problem.model_dump_json(indent=1), encoding="utf-8")
+        count[0] += 1
+
+    return write
 
 
 def _pct(x: float | None) -> str:

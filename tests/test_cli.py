@@ -46,3 +46,26 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n1,x,3\n")
     assert "line 2: ContextTokens" in _one_line_error(["simulate", "--trace", str(trace)])
     assert "--load must be > 0" in _one_line_error(["simulate", "--load", "0"])
+
+
+def test_dump_snapshots_then_solve_offline(tmp_path: Path) -> None:
+    snaps = tmp_path / "snaps"
+    res = runner.invoke(app, ["simulate", "--scenario", "small", "--policy", "qlm", "--quiet",
+                              "--dump-snapshots", str(snaps)])
+    assert res.exit_code == 0, res.output
+    files = sorted(snaps.glob("epoch-*.json"))
+    assert files
+    out = tmp_path / "plan.json"
+    res = runner.invoke(app, ["solve", str(files[-1]), "--backend", "cpsat", "--time-limit", "0.5",
+                              "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(out.read_text())
+    assert {"status", "objective", "greedy_objective", "solve_s", "backend"} <= set(plan)
+    assert plan["objective"] >= plan["greedy_objective"] - 1e-9  # never worse than greedy
+
+
+def test_solve_bad_snapshot_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "s.json"
+    bad.write_text('{"now_s": 0, "groups": [{"id": "g", "size": 0}], "instances": []}')
+    line = _one_line_error(["solve", str(bad)])
+    assert str(bad) in line and "groups.0" in line

@@ -9,7 +9,7 @@ and maps the plan back to virtual queues.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -44,8 +44,10 @@ class MILPPlanner:
         weights: OperatorWeights | None = None,
         slo_classes: Mapping[str, SLOClass] | None = None,
         deterministic: bool = True,
+        on_problem: Callable[[SchedulingProblem], None] | None = None,
     ) -> None:
         self.backend = backend
+        self.on_problem = on_problem  # sees every epoch's solver input (what-if snapshots)
         self.time_limit = time_limit
         self.slo_classes = dict(slo_classes or {})
         self.weights = weights
@@ -106,6 +108,8 @@ class MILPPlanner:
         if not inp.groups:
             return PlannerOutput(queues={i.id: [] for i in inp.instances})
         problem = self.problem(inp)
+        if self.on_problem is not None:
+            self.on_problem(problem)
         plan = solve(problem, self.backend, self.time_limit, hint=self.previous, options=self.options)
         self.previous = self.last_plan = plan
         self.solves += 1

@@ -48,8 +48,9 @@ def _ensure_builtins() -> None:
     from qlm.policies.qlm_policy import GreedyEDFPlanner, QLMPolicy
     from qlm.policies.shepherd import ShepherdPolicy
 
-    def qlm(backend: str = "cpsat", time_limit: float = 0.1, **params: Any) -> Policy:
-        return QLMPolicy(planner=MILPPlanner(backend=backend, time_limit=time_limit), **params)
+    def qlm(backend: str = "cpsat", time_limit: float = 0.1, on_problem: Any = None, **params: Any) -> Policy:
+        planner = MILPPlanner(backend=backend, time_limit=time_limit, on_problem=on_problem)
+        return QLMPolicy(planner=planner, **params)
 
     def qlm_greedy(**params: Any) -> Policy:
         return QLMPolicy(planner=GreedyEDFPlanner(), **params)
