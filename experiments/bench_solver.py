@@ -73,7 +73,11 @@ def run(args: argparse.Namespace) -> list[Row]:
                 if backend.startswith("pulp") and gpus > args.pulp_max_gpus:
                     continue
                 t = time.perf_counter()
-                plan = greedy_plan(prob) if backend == "greedy" else solve(prob, backend, limit)
+                try:
+                    plan = greedy_plan(prob) if backend == "greedy" else solve(prob, backend, limit)
+                except Exception as exc:  # a backend crash (e.g. CBC's process) is a result too
+                    print(f"  {name:14s} FAILED: {' '.join(str(exc).split())[:100]}", flush=True)
+                    continue
                 seconds = time.perf_counter() - t
                 rows.append(Row(label, seed, name, seconds, plan.objective, ref.objective,
                                 plan.status.value, plan.terms.attainment / total_value))
