@@ -21,13 +21,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+out = Console() if Console().is_terminal else Console(width=160)  # piped: do not truncate the table
 
 
 @app.callback()
 def _root() -> None:
     """qlm: SLO-aware queue management for LLM serving."""
 
-out = Console()
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -89,7 +89,8 @@ def simulate(
             row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance, policy_params=params)
             prog.update(task, completed=total)
             rows.append(row)
-    _print_table(sc.name, seed, load, rows, [c.name for c in sc.slo_classes])
+    used = {r.request.slo_class for r in prepared[1]}
+    _print_table(sc.name, seed, load, rows, [c.name for c in sc.slo_classes if c.name in used])
     doc = {"scenario": sc.name, "seed": seed, "load": load,
            "trace": str(trace) if trace else None, "results": rows}
     if json_out is not None:
