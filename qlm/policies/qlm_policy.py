@@ -359,52 +359,52 @@ class QLMPolicy(Policy):
                 if group.model != inst.active_model:
                     actions.append(Swap(inst.id, group.model, mode="wait", reason=f"head {group.id}"))
                     break
-                while group.requests:
-                    r = group.requests[0]
-                    if r.state is not RequestState.QUEUED or r.id not in view.queue:
-                        group.requests.popleft()
-                        continue
-                    if not self.estimator.admits(inst, r, held_tokens, held):
-                        full = True
-                        break
-                    group.requests.popleft()
-                    prio = self._slo[r.slo_class].priority
-                    actions.append(Dispatch(r.id, inst.id, priority=prio, reason=f"pull {group.id}"))
+                before = len(actions)
+                held, held_tokens, full = self._take(group, inst, view, held, held_tokens, actions, "pull")
+                if len(actions) > before:  # a group with a dispatched request stays put
                     self.started.add(group.id)
-                    held += 1
-                    held_tokens += self.estimator.projected_tokens(r)
             if not full and self.balance and not any(isinstance(a, Swap) and a.instance_id == inst.id
                                                      for a in actions):
-                actions.extend(self._steal(inst, view, held, held_tokens))
+                self._steal(inst, view, held, held_tokens, actions)
         return actions
 
-    def _steal(self, inst: InstanceView, view: ClusterView, held: int, held_tokens: float) -> list[Action]:
+    def _take(
+        self, group: RequestGroup, inst: InstanceView, view: ClusterView, held: int, held_tokens: float,
+        actions: list[Action], why: str,
+    ) -> tuple[int, float, bool]:
+        """Dispatch ``group``'s queued requests to ``inst`` from its head while the estimator
+        admits them; returns the new (held, held_tokens) and whether the instance is full."""
+        while group.requests:
+            r = group.requests[0]
+            if r.state is not RequestState.QUEUED or r.id not in view.queue:
+                group.requests.popleft()
+                continue
+            if not self.estimator.admits(inst, r, held_tokens, held):
+                return held, held_tokens, True
+            group.requests.popleft()
+            prio = self._slo[r.slo_class].priority
+            actions.append(Dispatch(r.id, inst.id, priority=prio, reason=f"{why} {group.id}"))
+            held += 1
+            held_tokens += self.estimator.projected_tokens(r)
+        return held, held_tokens, False
+
+    def _steal(
+        self, inst: InstanceView, view: ClusterView, held: int, held_tokens: float, actions: list[Action]
+    ) -> None:
         """Load balancing: spare capacity takes the earliest-deadline queued requests of the
         active model from other virtual queues (queued requests hold nothing on an engine, so
         moving them costs nothing; requests already dispatched never move)."""
         model = inst.active_model
         if model is None:
-            return []
+            return
         cands = sorted(
-            (g for g in self.groups.groups.values()
-             if g.model == model and g.requests),
+            (g for g in self.groups.groups.values() if g.model == model and g.requests),
             key=lambda g: (g.earliest_deadline_s, g.id),
         )
-        actions: list[Action] = []
         for group in cands:
-            while group.requests:
-                r = group.requests[0]
-                if r.state is not RequestState.QUEUED or r.id not in view.queue:
-                    group.requests.popleft()
-                    continue
-                if not self.estimator.admits(inst, r, held_tokens, held):
-                    return actions
-                group.requests.popleft()
-                prio = self._slo[r.slo_class].priority
-                actions.append(Dispatch(r.id, inst.id, priority=prio, reason=f"balance {group.id}"))
-                held += 1
-                held_tokens += self.estimator.projected_tokens(r)
-        return actions
+            held, held_tokens, full = self._take(group, inst, view, held, held_tokens, actions, "balance")
+            if full:
+                return
 
     @staticmethod
     def _drop_dispatched(group: RequestGroup) -> bool:
