@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from qlm.runtime.emulator import EmulatorConfig, EmulatorServer
-from qlm.runtime.events import EngineEvent
+from tests.factories import ListSink as Sink  # noqa: F401  (re-exported for the runtime tests)
 
 EmulatorFactory = Callable[..., Awaitable[EmulatorServer]]
 
@@ -31,14 +31,3 @@ async def emulator() -> AsyncIterator[EmulatorFactory]:
         await s.stop(force=True)
 
 
-class Sink:
-    """Collects backend events in order."""
-
-    def __init__(self) -> None:
-        self.events: list[EngineEvent] = []
-
-    def post(self, event: EngineEvent) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
