@@ -139,6 +139,15 @@ def emulate(
     emulate_command(model, gpu, tp, port, host, sleep_mode, scheduling_policy, speed, profile, seed)
 
 
+def _register_serve() -> None:
+    from qlm.api.cli import serve
+
+    app.command(help="Serve the OpenAI-compatible gateway (embedded emulated cluster without --config).")(serve)
+
+
+_register_serve()
+
+
 def _snapshot_writer(folder: Path) -> Any:
     """A callback writing each solver input as ``folder/epoch-NNNNN.json`` (for ``qlm solve``)."""
     folder.mkdir(parents=True, exist_ok=True)

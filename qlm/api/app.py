@@ -1,0 +1,385 @@
+"""The OpenAI-compatible HTTP surface of the gateway (FastAPI).
+
+Routes::
+
+    POST /v1/chat/completions, /v1/completions   JSON, or SSE framed as OpenAI/vLLM
+    GET  /v1/models                              every model some engine can serve
+    GET  /v1/requests/{id}                       state, queue position, estimated wait
+    GET  /metrics  /health  /ready               Prometheus text; liveness; readiness
+    GET  /admin/state   PUT /admin/weights       admin key
+
+Responses to inference requests carry ``x-qlm-request-id``, ``x-qlm-slo-class`` and, when the
+policy estimated them at admission, ``x-qlm-estimated-wait-s`` and ``x-qlm-slo-probability``.
+Errors are OpenAI's ``{"error": {...}}`` (:mod:`qlm.api.errors`). A streamed response
+starts at admission; a failure after that is an SSE error event followed by ``[DONE]``. A
+client that goes away cancels its request (dequeued, or aborted on its engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from qlm.api.config import GatewayConfig
+from qlm.api.errors import APIError, error_body, sse_error
+from qlm.api.gateway import Admitted, Gateway
+from qlm.api.schemas import GATEWAY_FIELDS, ChatBody, CompletionBody, prompt_tokens
+from qlm.runtime.view import InstanceState
+from qlm.runtime.vllm.stream import StreamEnd
+
+__all__ = ["create_app"]
+
+
+# ---- request helpers ------------------------------------------------------------------------
+def _check_key(request: Request, keys: tuple[str, ...], what: str) -> None:
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise APIError(401, f"missing {what} key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+    if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+        raise APIError(401, f"invalid {what} key", code="invalid_api_key")
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The JSON body; 413 beyond ``limit`` bytes, 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    parts: list[bytes] = []
+    total = 0
+    async for part in request.stream():
+        total += len(part)
+        if total > limit:
+            raise APIError(413, f"request body exceeds the limit of {limit} bytes")
+        parts.append(part)
+    try:
+        return json.loads(b"".join(parts))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"malformed JSON body: {exc}", code="invalid_json") from None
+
+
+def _validate(model: type[BaseModel], raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        raise APIError(400, f"{loc}: {e.get('msg', 'invalid value')}" if loc else str(e.get("msg")),
+                       param=loc or None) from None
+
+
+async def _wait_disconnect(request: Request) -> None:
+    """Returns when the client has gone away (the body is already read)."""
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+def _end_error(end: StreamEnd) -> APIError:
+    reason = end.reason or end.state
+    if end.state == "rejected":
+        if "no instance" in reason:
+            return APIError(503, f"no engine can serve this request: {reason}", type="service_unavailable",
+                            code="no_engine")
+        return APIError(429, f"request rejected under overload: {reason}", code="rejected",
+                        headers={"Retry-After": "1"})
+    return APIError(503, f"the request failed on its engine: {reason}", type="service_unavailable",
+                    code="engine_error")
+
+
+def _headers(adm: Admitted) -> dict[str, str]:
+    h = {"x-qlm-request-id": adm.public_id, "x-qlm-slo-class": adm.slo_class}
+    if adm.requested_class != adm.slo_class:
+        h["x-qlm-requested-class"] = adm.requested_class
+    if adm.est_wait_s is not None:
+        h["x-qlm-estimated-wait-s"] = f"{adm.est_wait_s:.3f}"
+    if adm.p_meet is not None:
+        h["x-qlm-slo-probability"] = f"{adm.p_meet:.4f}"
+    return h
+
+
+def _usage(end: StreamEnd) -> dict[str, int]:
+    return {"prompt_tokens": end.prompt_tokens, "completion_tokens": end.completion_tokens,
+            "total_tokens": end.prompt_tokens + end.completion_tokens}
+
+
+class _SSEResponse(StreamingResponse):
+    """A stream that stops (cancelling its generator) as soon as the client disconnects, even
+    while no token flows (queued), whatever ASGI version the server speaks."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+            async def stream() -> None:
+                with contextlib.suppress(OSError):
+                    await self.stream_response(send)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+
+class _Framer:
+    """OpenAI's response objects for one request (chat or completions)."""
+
+    def __init__(self, adm: Admitted, model: str, chat: bool, include_usage: bool) -> None:
+        self.id = adm.public_id
+        self.model = model
+        self.chat = chat
+        self.include_usage = include_usage
+        self.created = int(time.time())
+
+    def _chunk(self, choice: dict[str, Any]) -> str:
+        obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                               "created": self.created, "model": self.model, "choices": [choice]}
+        if self.include_usage:
+            obj["usage"] = None
+        return f"data: {json.dumps(obj)}\n\n"
+
+    def role(self) -> str:
+        return self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                            "finish_reason": None})
+
+    def text(self, text: str, finish: str | None = None) -> str:
+        if self.chat:
+            delta = {"content": text} if text else {}
+            return self._chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish})
+        return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+
+    def usage(self, end: StreamEnd) -> str:
+        obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+               "created": self.created, "model": self.model, "choices": [], "usage": _usage(end)}
+        return f"data: {json.dumps(obj)}\n\n"
+
+    def whole(self, text: str, end: StreamEnd) -> dict[str, Any]:
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": end.reason or "stop"}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": end.reason or "stop"}
+        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.model, "choices": [choice], "usage": _usage(end)}
+
+
+# ---- app ------------------------------------------------------------------------------------
+def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None = None) -> FastAPI:
+    """The FastAPI app; its lifespan starts and stops ``gateway`` (default: one for
+    ``config``, default: all defaults, i.e. the embedded emulated cluster)."""
+    gw = gateway or Gateway(config or GatewayConfig())
+    cfg = gw.config
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="qlm gateway", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible, SLO-aware gateway over a fleet of vLLM engines.")
+    app.state.gateway = gw
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        e = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        return JSONResponse(error_body(400, f"{loc}: {e.get('msg', 'invalid request')}", param=loc or None),
+                            status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:  # a bug, still in OpenAI's shape
+        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}"), status_code=500)
+
+    # ---- inference --------------------------------------------------------------------
+    async def infer(request: Request, chat: bool) -> Response:
+        _check_key(request, cfg.auth.api_keys, "API")
+        raw = await _read_json(request, cfg.limits.max_body_bytes)
+        body = _validate(ChatBody if chat else CompletionBody, raw)
+        if body.stream_options is not None and not body.stream:
+            raise APIError(400, "stream_options: only allowed with stream=true", param="stream_options")
+        try:
+            prompt = prompt_tokens(body)
+        except ValueError as exc:
+            raise APIError(400, str(exc), param="prompt") from None
+        param = "max_completion_tokens" if chat and body.max_completion_tokens is not None else "max_tokens"
+        gw.check_model(body.model, prompt, body.limit, param)
+        cls = gw.resolve_class(body.slo_class, request.headers.get("x-qlm-slo-class"), body.service_tier)
+        fwd = {k: v for k, v in raw.items() if k not in GATEWAY_FIELDS}
+        adm = gw.admit(body.model, fwd, "chat" if chat else "completions", prompt, body.limit, cls,
+                       streaming=body.stream)
+        headers = _headers(adm)
+        end = adm.stream.end
+        if end is not None and not end.ok:  # rejected or failed at submission
+            gw.outcome(adm, "unavailable" if end.state == "rejected" else "failed")
+            err = _end_error(end)
+            err.headers.update(headers)
+            raise err
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        framer = _Framer(adm, body.model, chat, include_usage)
+        if body.stream:
+            return _SSEResponse(_sse(adm, framer), media_type="text/event-stream",
+                                     headers=headers)
+        return await _buffered(adm, framer, request, headers)
+
+    async def _buffered(adm: Admitted, framer: _Framer, request: Request, headers: dict[str, str]) -> Response:
+        collect = asyncio.ensure_future(adm.stream.collect())
+        gone: asyncio.Future[Any] = asyncio.ensure_future(_wait_disconnect(request))
+        try:
+            await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not collect.done():
+            collect.cancel()
+            gw.cancel(adm)
+            gw.outcome(adm, "cancelled")
+            return Response(status_code=499)
+        text, end = collect.result()
+        if not end.ok:
+            gw.outcome(adm, "failed")
+            err = _end_error(end)
+            err.headers.update(headers)
+            raise err
+        gw.outcome(adm, "finished")
+        return JSONResponse(framer.whole(text, end), headers=headers)
+
+    async def _sse(adm: Admitted, framer: _Framer) -> AsyncIterator[str]:
+        started = False
+        outcome = "cancelled"  # unless the loop ends: the client went away (cancelled here)
+        try:
+            async for chunk in adm.stream:
+                if not started and framer.chat:
+                    yield framer.role()
+                started = True
+                yield framer.text(chunk.text)
+            end = adm.stream.end
+            assert end is not None
+            if not end.ok:
+                outcome = "failed"
+                err = _end_error(end)
+                yield sse_error(err.message, err.status, type=err.type)
+                return
+            if not started and framer.chat:
+                yield framer.role()
+            yield framer.text("", end.reason or "stop")
+            if framer.include_usage:
+                yield framer.usage(end)
+            yield "data: [DONE]\n\n"
+            outcome = "finished"
+        finally:
+            if outcome == "cancelled":
+                gw.cancel(adm)
+            gw.outcome(adm, outcome)
+
+    @app.post("/v1/chat/completions", tags=["openai"])
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI Chat Completions; ``slo_class`` in the body or ``X-QLM-SLO-Class`` picks the class."""
+        return await infer(request, chat=True)
+
+    @app.post("/v1/completions", tags=["openai"])
+    async def completions(request: Request) -> Response:
+        """OpenAI (legacy) Completions; one prompt per request."""
+        return await infer(request, chat=False)
+
+    @app.get("/v1/models", tags=["openai"])
+    async def models(request: Request) -> dict[str, Any]:
+        """Every model some engine can serve, resident or swappable."""
+        _check_key(request, cfg.auth.api_keys, "API")
+        return {"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "qlm", "max_model_len": ctx}
+            for m, ctx in gw.models().items()]}
+
+    @app.get("/v1/requests/{request_id}", tags=["qlm"])
+    async def request_state(request_id: str, request: Request) -> dict[str, Any]:
+        """A request's state; while queued, its position and current estimated wait."""
+        _check_key(request, cfg.auth.api_keys, "API")
+        return gw.request_info(request_id)
+
+    # ---- operations -------------------------------------------------------------------
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready() -> JSONResponse:
+        rt = gw.rt
+        up = 0 if rt is None else sum(i.state is not InstanceState.DOWN for i in rt.control.instances.values())
+        if up == 0:
+            return JSONResponse(error_body(503, "no engine is up", type="service_unavailable"), status_code=503)
+        return JSONResponse({"status": "ready", "engines_up": up})
+
+    @app.get("/admin/state", tags=["admin"])
+    async def admin_state(request: Request) -> dict[str, Any]:
+        """Virtual queues, groups, engines and the last plan."""
+        _check_key(request, (cfg.auth.admin_key,) if cfg.auth.admin_key else (), "admin")
+        return gw.state()
+
+    @app.put("/admin/weights", tags=["admin"])
+    async def admin_weights(request: Request) -> dict[str, Any]:
+        """Replace the solver's operator weights (applied from the next scheduling epoch)."""
+        _check_key(request, (cfg.auth.admin_key,) if cfg.auth.admin_key else (), "admin")
+        raw = await _read_json(request, cfg.limits.max_body_bytes)
+        if not isinstance(raw, dict):
+            raise APIError(400, "the weights must be a JSON object")
+        return {"weights": gw.set_weights(raw), "applies": "next epoch"}
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies the inference and admin routes read by hand."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from qlm.solver.problem import OperatorWeights
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    bodies: dict[tuple[str, str], type[BaseModel]] = {
+        ("/v1/chat/completions", "post"): ChatBody, ("/v1/completions", "post"): CompletionBody,
+        ("/admin/weights", "put"): OperatorWeights}
+    for (path, method), model in bodies.items():
+        s = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, d in s.pop("$defs", {}).items():
+            comps[name] = d
+        comps[model.__name__] = s
+        op = schema["paths"][path][method]
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    app.openapi_schema = schema
+    return schema
+

@@ -1,0 +1,183 @@
+"""Gateway configuration: SLO classes, admission, API keys, limits, policy and engines.
+
+YAML (every key optional; see ``examples/gateway.yaml``)::
+
+    slo_classes:                     # default: interactive 20 s, batch-1 60 s, batch-2 3600 s TTFT
+      - {name: interactive, ttft_s: 20, priority: 0}
+      - {name: batch-1, ttft_s: 60, priority: 1}
+    default_class: interactive
+    service_tiers: {priority: interactive, default: interactive, flex: batch-1}
+    admission:                       # when the estimator says the class's SLO will be missed
+      interactive: {action: "downgrade:batch-1", min_probability: 0.5}
+      batch-1: {action: reject}
+    auth: {api_keys: [sk-...], admin_key: admin-...}   # none configured: open
+    limits: {max_body_bytes: 1048576}
+    policy: qlm
+    runtime: null                    # null: the embedded emulated cluster; else qlm.runtime.config
+    emulated: {speed: 1.0, seed: 0}
+
+Errors are one line, ``<source>: <field>: <reason>`` (:class:`qlm.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qlm.domain.slo import DEFAULT_SLO_CLASSES, SLOClass
+from qlm.errors import ConfigError, pydantic_error_line
+from qlm.runtime.config import RuntimeConfig
+
+__all__ = [
+    "AdmissionRule",
+    "AuthConfig",
+    "EmulatedSettings",
+    "GatewayConfig",
+    "LimitsConfig",
+    "load_gateway_config",
+    "parse_gateway_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdmissionRule(_Strict):
+    """What to do with a request whose SLO the estimator predicts will be missed, i.e. whose
+    probability of meeting its TTFT target at admission is below ``min_probability``.
+
+    ``action``: ``accept`` (queue it anyway), ``reject`` (HTTP 429 with ``Retry-After``) or
+    ``downgrade:<class>`` (re-admit it in a looser class)."""
+
+    action: str = Field(default="accept", pattern=r"^(accept|reject|downgrade:.+)$")
+    min_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @property
+    def kind(self) -> Literal["accept", "reject", "downgrade"]:
+        head = self.action.split(":", 1)[0]
+        return "downgrade" if head == "downgrade" else ("reject" if head == "reject" else "accept")
+
+    @property
+    def target(self) -> str | None:
+        """The class of a ``downgrade``, else None."""
+        return self.action.split(":", 1)[1] if self.kind == "downgrade" else None
+
+
+class AuthConfig(_Strict):
+    """Bearer keys. No ``api_keys``: inference is open. No ``admin_key``: ``/admin/*`` is open."""
+
+    api_keys: tuple[str, ...] = ()
+    admin_key: str | None = Field(default=None, min_length=1)
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: int = Field(default=1 << 20, ge=256, description="larger bodies get 413")
+
+
+class EmulatedSettings(_Strict):
+    """The embedded emulated cluster (no ``runtime``): ``default_emulated_engines()``."""
+
+    speed: float = Field(default=1.0, gt=0, description="time compression of the emulators")
+    seed: int = 0
+    subprocess: bool = Field(default=False, description="run emulators as processes")
+
+
+class GatewayConfig(_Strict):
+    """The whole gateway. Cross-field rules: ``default_class``, ``service_tiers`` targets,
+    ``admission`` keys and downgrade targets must name configured classes."""
+
+    slo_classes: tuple[SLOClass, ...] = Field(default=DEFAULT_SLO_CLASSES, min_length=1)
+    default_class: str | None = Field(default=None, description="default: the first class")
+    service_tiers: dict[str, str] = Field(
+        default_factory=dict,
+        description="OpenAI service_tier -> class; defaults: priority -> tightest, "
+        "default/auto -> default_class, flex -> loosest")
+    admission: dict[str, AdmissionRule] = Field(default_factory=dict)
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    policy: str = "qlm"
+    policy_params: dict[str, Any] = Field(default_factory=dict)
+    runtime: RuntimeConfig | None = None
+    emulated: EmulatedSettings = EmulatedSettings()
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        from qlm.policies import registry
+
+        if v not in registry.available():
+            raise ValueError(f"unknown policy {v!r}; known: {', '.join(registry.available())}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        names = [c.name for c in self.slo_classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"slo_classes: a class appears twice in {names}")
+        known = set(names)
+        if self.default_class is not None and self.default_class not in known:
+            raise ValueError(f"default_class: unknown class {self.default_class!r}; known: {names}")
+        for tier, cls in self.service_tiers.items():
+            if cls not in known:
+                raise ValueError(f"service_tiers.{tier}: unknown class {cls!r}; known: {names}")
+        for cls, rule in self.admission.items():
+            if cls not in known:
+                raise ValueError(f"admission.{cls}: unknown class; known: {names}")
+            if rule.target is not None and (rule.target not in known or rule.target == cls):
+                raise ValueError(f"admission.{cls}.action: cannot downgrade to {rule.target!r}; "
+                                 f"known: {names}")
+        return self
+
+    # ---- derived ------------------------------------------------------------------------
+    @property
+    def classes(self) -> dict[str, SLOClass]:
+        return {c.name: c for c in self.slo_classes}
+
+    @property
+    def default(self) -> str:
+        return self.default_class or self.slo_classes[0].name
+
+    def tiers(self) -> dict[str, str]:
+        """``service_tier`` -> class, the configured mapping over the defaults."""
+        by_ttft = sorted(self.slo_classes, key=lambda c: (c.ttft_s, c.name))
+        out = {"priority": by_ttft[0].name, "default": self.default, "auto": self.default,
+               "flex": by_ttft[-1].name}
+        out.update(self.service_tiers)
+        return out
+
+    def rule(self, slo_class: str) -> AdmissionRule:
+        return self.admission.get(slo_class, AdmissionRule())
+
+
+def parse_gateway_config(raw: Any, source: str = "gateway config") -> GatewayConfig:
+    """Validate a raw mapping (None: all defaults); errors are one line naming the field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", "a gateway config must be a mapping")
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = pydantic_error_line(source, exc)
+        reason = err.reason.removeprefix("Value error, ")
+        head, sep, rest = reason.partition(": ")
+        if sep and " " not in head and (err.field == "" or head.split(".")[0].replace("-", "_").isidentifier()):
+            field = f"{err.field}.{head}" if err.field and not head.startswith(err.field) else head
+            raise ConfigError(source, field, rest) from None
+        raise ConfigError(source, err.field, reason) from None
+
+
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML gateway config."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), "", f"invalid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_gateway_config(raw, str(p))
