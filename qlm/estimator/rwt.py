@@ -18,10 +18,13 @@ the active model, its residency and swap costs. Two kinds of query:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from qlm.domain.request import Request
 from qlm.estimator.lengths import LengthPrior, OutputLengthModel
@@ -57,6 +60,8 @@ class EstimatorConfig:
     length_min_obs: int = 30
     online_service: bool = True
     kv_quantile: float = 0.8
+    rate_window_s: float = 10.0  # arrival rates per (model, class) over this window
+    model_sd: float = 0.1  # log-normal spread of pooled predictions (model error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,10 @@ class RWTEstimator:
         u = np.random.default_rng(cfg.seed).random((cfg.samples, 4096))
         self._u = u  # common random numbers, columns recycled cyclically
         self._release_cache: dict[str, tuple[object, float, np.ndarray, int]] = {}
+        self._pool_cache: dict[str, tuple[object, float, int, tuple[Any, ...]]] = {}
+        self._arrivals: dict[tuple[str, str], deque[float]] = {}
+        # standard normals (one per sample) for the model-error spread of pooled predictions
+        self._z = ndtri((np.arange(cfg.samples) + 0.5) / cfg.samples)
 
     # ---- learning -----------------------------------------------------------------------
     def set_prompt_prior(self, model: str, slo_class: str, mean_tokens: float) -> None:
@@ -95,6 +104,7 @@ class RWTEstimator:
         self._prompt.setdefault(model, mean_tokens)
 
     def observe_arrival(self, request: Request) -> None:
+        self._arrivals.setdefault((request.model, request.slo_class), deque()).append(request.arrival_s)
         a = self.config.prompt_alpha
         p = request.prompt_tokens
         old = self._prompt.get(request.model, self.config.prompt_prior)
@@ -404,6 +414,97 @@ class RWTEstimator:
         self._release_cache[inst.id] = (key, now, out, n_out)
         return out
 
+    # ---- pooled service under load balancing --------------------------------------------
+    def mean_projected(self, model: str, slo_class: str) -> float:
+        """Mean :meth:`projected_tokens` of a request of ``(model, slo_class)`` (mean prompt +
+        the ``kv_quantile`` output length): the KV budget the pulling rule charges it."""
+        return self.mean_prompt(model, slo_class) + self.lengths.tail(model, slo_class, self.config.kv_quantile)
+
+    def arrival_rate(self, model: str, slo_class: str, now: float) -> float:
+        """Arrivals per second of ``(model, slo_class)`` over the last ``rate_window_s``."""
+        q = self._arrivals.get((model, slo_class))
+        if not q:
+            return 0.0
+        w = self.config.rate_window_s
+        while q and q[0] < now - w:
+            q.popleft()
+        return len(q) / w
+
+    def engine_first_token(
+        self, inst: InstanceView, model: str, prompt: float, now: float, *, fresh: bool = False
+    ) -> float:
+        """Seconds from a dispatch to ``inst`` now to the first token of a ``prompt``-token
+        request, under chunked prefill.
+
+        The engine prefills FCFS: the prompts dispatched before (no first token yet) come first,
+        minus what it has prefilled since the oldest of them was dispatched. Each step carries
+        ``max_num_batched_tokens - n_dec`` prompt tokens next to the ``n_dec`` decoding
+        sequences; the first token comes at the end of the step that completes the prompt.
+        A busy engine picks new work up at its next step boundary (half a step on average).
+        ``fresh``: the engine starts empty (just woken with ``model``)."""
+        prof = inst.profiles[model]
+        f = self.service.factor(inst.id, model)
+        outstanding = [] if fresh else list(inst.outstanding.values())
+        pend = [r for r in outstanding if r.first_token_s is None or r.evictions]
+        n_dec = len(outstanding) - len(pend)
+        mean_out, _ = self.lengths.mean_var(model, "")
+        ctx = int(n_dec * (self.mean_prompt(model) + mean_out / 2))
+        chunk = max(1, prof.max_num_batched_tokens - n_dec)
+        step = prof.step_time(chunk, n_dec, ctx) * f
+        backlog = 0.0
+        if pend:
+            backlog = float(sum(r.prompt_tokens + r.generated_tokens for r in pend))
+            oldest = min((r.dispatched_s if r.dispatched_s is not None else now) for r in pend)
+            backlog = max(0.0, backlog - chunk * max(0.0, now - oldest) / step)
+        total = backlog + max(1.0, prompt)
+        full = int(np.ceil(total / chunk)) - 1  # full steps before the one completing the prompt
+        last = prof.step_time(int(total - full * chunk), n_dec, ctx) * f
+        phase = 0.0
+        if outstanding:
+            phase = 0.5 * (step if pend else prof.step_time(0, n_dec, ctx) * f)
+        return phase + full * step + last
+
+    def _pool_releases(
+        self, instances: Sequence[InstanceView], model: str, now: float, exclude: frozenset[str] | set[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], int, float]:
+        """The pool's KV releases: ``(S, R)`` sorted release times (seconds from ``now``), the
+        cumulative projected tokens they free, the pool index of the releasing instance; the
+        KV room and sequence room free now; the pool's KV capacity. Cached per model for
+        ``release_cache_s`` while the in-flight count moved by at most 10% (times shifted)."""
+        n_out = sum(len(i.outstanding) for i in instances)
+        key = (tuple(i.id for i in instances), frozenset(exclude))
+        hit = self._pool_cache.get(model)
+        if (hit is not None and hit[0] == key and now - hit[1] <= self.config.release_cache_s
+                and abs(hit[2] - n_out) <= max(1, n_out // 10)):
+            t, cum, eng, rooms0, seqs, cap = hit[3]
+            return t - (now - hit[1]), cum, eng, rooms0, seqs, cap
+        s = self.config.samples
+        blocks, toks, engs = [], [], []
+        rooms: list[float] = []
+        seqs = 0
+        cap = 0.0
+        for e, inst in enumerate(instances):
+            prof = inst.profiles[model]
+            reqs = sorted((r for r in inst.outstanding.values() if r.id not in exclude), key=lambda r: r.id)
+            tk = np.array([self.projected_tokens(r) for r in reqs])
+            rooms.append(max(0.0, prof.kv_capacity_tokens - float(tk.sum())))
+            seqs += max(0, prof.max_num_seqs - len(reqs))
+            cap += prof.kv_capacity_tokens
+            if reqs:
+                blocks.append(self.running_residuals(inst, now, exclude))
+                toks.append(tk)
+                engs.append(np.full(len(reqs), e))
+        if blocks:
+            times = np.concatenate(blocks, axis=1)
+            order = np.argsort(times, axis=1)
+            t = np.take_along_axis(times, order, axis=1)
+            cum = np.cumsum(np.concatenate(toks)[order], axis=1)
+            eng = np.concatenate(engs)[order]
+        else:
+            t, cum, eng = np.zeros((s, 0)), np.zeros((s, 0)), np.zeros((s, 0), dtype=int)
+        self._pool_cache[model] = (key, now, n_out, (t, cum, eng, rooms, seqs, cap))
+        return t, cum, eng, rooms, seqs, cap
+
     def pooled_wait(
         self,
         instances: Sequence[InstanceView],
@@ -411,52 +512,144 @@ class RWTEstimator:
         ahead: int,
         now: float,
         exclude: frozenset[str] | set[str] = frozenset(),
+        *,
+        ahead_tokens: float | None = None,
+        home: InstanceView | None = None,
+        urgent: Sequence[tuple[float, float]] = (),
+        queued: WaitSamples | None = None,
+        open_ids: frozenset[str] | set[str] | None = None,
+        joining: Sequence[InstanceView] = (),
     ) -> WaitSamples:
-        """Waiting time of ``r`` when every instance in ``instances`` (those serving its model)
-        takes queued requests of that model in deadline order as slots free (load balancing):
-        ``r`` starts at the ``(ahead + 1)``-th earliest slot release of the pool (beyond the
-        pool's slots, the fluid continuation: one more mean job duration per slot), then
-        prefills on the instance that released that slot (a mean over the pool)."""
+        """Waiting time of ``r`` when the instances serving its model (``instances``) dispatch
+        queued requests of that model in deadline order whenever the pulling rule
+        (:meth:`admits`: the projected KV of what an instance holds fits its cache) lets them
+        (load balancing), and each engine prefills what it was given FCFS in chunks.
+
+        - ``home``: the instance that dispatches ``r`` now (nothing ahead of it in its virtual
+          queue and :meth:`admits` holds): the wait is its prefill (:meth:`engine_first_token`).
+        - Otherwise ``r`` is dispatched when the KV the pool frees covers the projected tokens
+          of the ``ahead`` requests before it (``ahead_tokens``), its own, and those of more
+          urgent requests still to arrive (``urgent``: ``(tokens per second, seconds from now
+          during which they arrive ahead of r)``). KV frees as in-flight requests leave
+          (sampled times, their projected tokens), as instances swapping to the model
+          (``joining``) wake with an empty cache, and now on instances with nothing queued
+          of their own (``open_ids``; default all), less half a request of fragment each.
+          Past the last release the pool frees KV at the rate it frees the in-flight set.
+        - The instance that frees the KV prefills ``r`` after the prompts of the requests
+          ahead that this release admitted (and, for room free now, the prompts it holds).
+        - ``queued``: the own-queue prediction when ``r``'s instance is still swapping to the
+          model; the earlier of the two serves ``r``.
+        """
         s = self.config.samples
-        blocks = []
-        firsts = []
-        mean_dur = []
-        prefill_rate = 0.0
-        backlog = ahead * self.mean_prompt(r.model, r.slo_class)
-        caps = [self.capacity(inst, r.model, r.slo_class) for inst in instances]
-        free_now = 0
-        for inst, b in zip(instances, caps, strict=True):
-            if b > 0:
-                held = self.slot_weights(inst, r.model, b, exclude).sum() if inst.outstanding else 0
-                free_now += max(0, b - int(held))
-        sample = free_now <= ahead  # otherwise a slot is free for r now: no release sampling
-        for inst, b in zip(instances, caps, strict=True):
-            if b <= 0:
-                continue
-            blocks.append(self.slot_release_times(inst, r.model, b, now, exclude) if sample
-                          else np.zeros((s, 0)))
-            st = self.step_times(inst, r.model, b, slo_class=r.slo_class)
-            firsts.append(st.first_token_s(r.prompt_tokens + r.generated_tokens))
-            mean_out, _ = self.lengths.mean_var(r.model, r.slo_class)
-            mean_dur.append(mean_out * st.decode_s)
-            prefill_rate += 1.0 / st.prefill_s_per_token
-            backlog += self.pending_prefill_tokens(inst)
-        if not blocks:
+        model = r.model
+        prompt = float(r.prompt_tokens + r.generated_tokens)
+        if home is not None:
+            return self._spread(self.engine_first_token(home, model, prompt, now),
+                                ahead + len(home.outstanding), queued)
+        if not instances and not joining:
             return WaitSamples(np.full(s, np.inf), ahead, self.config.n_clt)
-        pool = np.concatenate(blocks, axis=1)
-        n = pool.shape[1]
-        if not sample:
-            start = np.zeros(s)
-        elif ahead < n:
-            start = np.partition(pool, ahead, axis=1)[:, ahead]
-        else:
-            last = pool.max(axis=1)
-            start = last + (ahead - n + 1) * float(np.mean(mean_dur)) / n
-        # prompts dispatched and not yet prefilled, and those of the requests ahead, go
-        # through the pool's chunked prefill before this one's
-        start = np.maximum(start, backlog / prefill_rate)
-        running_ahead = sum(len(i.outstanding) for i in instances)
-        return WaitSamples(start + float(np.mean(firsts)), ahead + running_ahead, self.config.n_clt)
+        own = self.projected_tokens(r)
+        if ahead_tokens is None:
+            ahead_tokens = ahead * self.mean_projected(model, r.slo_class)
+        t, cum, eng, rooms, _, _ = self._pool_releases(instances, model, now, exclude)
+        p_bar = (ahead_tokens + own) / (ahead + 1)
+        frac = self.mean_prompt(model) / max(1.0, self.mean_projected(model, ""))
+        # KV free now on open instances, and on joining ones when they wake (deterministic)
+        ext_t, ext_tok, ext_inst, ext_now = [], [], [], []
+        for inst, room in zip(instances, rooms, strict=True):
+            if open_ids is None or inst.id in open_ids:
+                ext_t.append(0.0)
+                ext_tok.append(max(0.0, room - 0.5 * p_bar))
+                ext_inst.append(inst)
+                ext_now.append(True)
+        for inst in joining:
+            ext_t.append(self.join_in_s(inst, model, now))
+            ext_tok.append(max(0.0, inst.profiles[model].kv_capacity_tokens - 0.5 * p_bar))
+            ext_inst.append(inst)
+            ext_now.append(False)
+        order = np.argsort(ext_t, kind="stable")
+        et = np.array(ext_t)[order]
+        ecum = np.cumsum(np.array(ext_tok)[order]) if len(order) else np.zeros(0)
+        need = ahead_tokens + own
+
+        def urgent_by(x: np.ndarray) -> np.ndarray:
+            return need + np.zeros_like(x) + sum(a * np.minimum(x, h) for a, h in urgent)
+
+        rows = np.arange(s)
+        best = np.full(s, np.inf)
+        used = np.zeros(s)  # KV of the crossing release taken by the requests ahead
+        via: list[tuple[int, np.ndarray]] = []  # (external event index or -1, sample mask)
+        # crossing at an external event (room now / a wake): freed = ext so far + releases by then
+        if len(et):
+            # releases by each external time (few distinct times: now and the wakes)
+            uniq, inv = np.unique(et, return_inverse=True)
+            rel_by = (np.stack([(t <= u).sum(axis=1) for u in uniq], axis=1)[:, inv] if t.shape[1]
+                      else np.zeros((s, len(et)), int))
+            cum_rel = np.where(rel_by > 0, np.take_along_axis(cum, np.maximum(rel_by - 1, 0), axis=1), 0.0) \
+                if t.shape[1] else np.zeros((s, len(et)))
+            freed = cum_rel + ecum[None, :]
+            dem = urgent_by(np.broadcast_to(et, (s, len(et))))
+            ok = freed >= dem
+            hit = ok.any(axis=1)
+            j = ok.argmax(axis=1)
+            tj = np.where(hit, et[j], np.inf)
+            prev = freed[rows, j] - np.array(ext_tok)[order][j]
+            best = tj
+            used = np.where(hit, np.maximum(0.0, dem[rows, j] - own - prev), 0.0)
+            for k in np.unique(j[hit]):
+                via.append((int(order[k]), hit & (j == k)))
+        # crossing at an in-flight release
+        rel_w = np.full(s, np.inf)
+        if t.shape[1]:
+            tt = np.maximum(t, 0.0)
+            n_ext = np.searchsorted(et, tt, side="right") if len(et) else np.zeros_like(t, dtype=int)
+            ext_by = np.where(n_ext > 0, ecum[np.maximum(n_ext - 1, 0)] if len(et) else 0.0, 0.0)
+            freed = cum + ext_by
+            dem = urgent_by(tt)
+            ok = freed >= dem
+            hit = ok.any(axis=1)
+            i = ok.argmax(axis=1)
+            td = np.where(hit, tt[rows, i], np.inf)
+            # past the last release: the pool frees KV at the rate it frees the in-flight set
+            last_t = tt[:, -1]
+            total = freed[:, -1]
+            rate = cum[:, -1] / np.maximum(1e-9, 2.0 * tt.mean(axis=1))
+            urgent_rate = sum(a for a, h in urgent if h > float(last_t.mean()))
+            short = np.maximum(0.0, dem[:, -1] - total)
+            td = np.where(hit, td, last_t + short / np.maximum(rate - urgent_rate, 0.1 * rate))
+            sts = [self.step_times(x, model, slo_class=r.slo_class) for x in instances]
+            first = np.array([st.first_token_s(prompt) for st in sts])
+            per_tok = np.array([st.prefill_s_per_token for st in sts])
+            e = eng[rows, i]
+            prev = np.where(i > 0, freed[rows, np.maximum(i - 1, 0)], 0.0)
+            taken = np.where(hit, np.maximum(0.0, dem[rows, i] - own - prev), 0.0)
+            # prompts the release admitted before r go through its engine's prefill first
+            rel_w = td + first[e] + frac * taken * per_tok[e]
+        w = np.minimum(rel_w, np.inf)
+        for k, mask in via:
+            ext = ext_inst[k]
+            pre = self.engine_first_token(ext, model, prompt + frac * float(np.mean(used[mask])), now,
+                                          fresh=not ext_now[k])
+            w = np.where(mask & (best + pre < w), best + pre, w)
+        running_ahead = sum(len(x.outstanding) for x in instances)
+        return self._spread(w, ahead + running_ahead, queued)
+
+    def join_in_s(self, inst: InstanceView, model: str, now: float) -> float:
+        """Seconds until ``inst``, swapping (or draining to swap) to ``model``, serves it."""
+        cost = inst.activate_cost_s(model)
+        if inst.state is InstanceState.SWAPPING:
+            started = inst.swap_started_s if inst.swap_started_s is not None else now
+            return max(0.0, started + cost - now)
+        drain = float(self.running_residuals(inst, now).max(axis=1).mean()) if inst.outstanding else 0.0
+        return drain + cost
+
+    def _spread(self, w: float | np.ndarray, ahead: int, queued: WaitSamples | None) -> WaitSamples:
+        """Samples of a pooled prediction: ``w`` with a log-normal model-error spread
+        (``model_sd``), or the earlier of it and ``queued`` (the own-queue prediction)."""
+        x = np.asarray(w, dtype=float) * np.exp(self.config.model_sd * self._z)
+        if queued is not None:
+            x = np.minimum(x, queued.samples)
+        return WaitSamples(x, ahead, self.config.n_clt)
 
     def baseline_wait(
         self, inst: InstanceView, queue: Sequence[Request], index: int

@@ -437,8 +437,8 @@ class QLMPolicy(Policy):
             return []
         k = len(queue) - 1
         pool = self._pool(r.model, view) if self.balance else []
-        ahead = self._ahead_in_pool(r) if pool else 0
-        ws = (self.estimator.pooled_wait(pool, r, ahead, now) if pool
+        pooled: dict[str, Any] = self._pooled_args(r, inst, queue, pool, view) if pool else {}
+        ws = (self.estimator.pooled_wait(pool, r, now=now, **pooled) if pool
               else self.estimator.wait_at(inst, queue, k, now))
         deadline = r.ttft_deadline_s - now
         p = ws.p_within(deadline)
@@ -468,7 +468,9 @@ class QLMPolicy(Policy):
                     actions.append(Abort(q.id, requeue=True, reason=f"SLO of {r.id}"))
                 self.evictions += need
                 gone = {q.id for q in chosen}
-                ws = (self.estimator.pooled_wait(pool, r, ahead, now, exclude=gone) if pool
+                if pool:
+                    pooled = self._pooled_args(r, inst, queue, pool, view, exclude=gone)
+                ws = (self.estimator.pooled_wait(pool, r, now=now, exclude=gone, **pooled) if pool
                       else self.estimator.wait_at(inst, queue, k, now, exclude=gone))
                 p = ws.p_within(deadline)
         r.meta["pred_wait_s"] = ws.mean
@@ -484,21 +486,72 @@ class QLMPolicy(Policy):
         """Instances that will take queued requests of ``model`` (ready with it active)."""
         return [i for _, i in sorted(view.instances.items()) if i.accepts(model)]
 
-    def _ahead_in_pool(self, r: Request) -> int:
+    def _pooled_args(
+        self, r: Request, inst: InstanceView, queue: list[Request], pool: list[InstanceView], view: ClusterView,
+        exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """What :meth:`RWTEstimator.pooled_wait` needs about ``r``'s place under balancing:
+        the requests ahead of it in the pool (count and projected KV tokens), whether its own
+        instance dispatches it right away (nothing ahead in its virtual queue and the pulling
+        rule admits it), the more urgent classes that may still arrive ahead of it, the
+        instances whose own virtual queue is empty (they take work from others: their free KV
+        is usable now) and those swapping to ``r``'s model (they will take work when awake)."""
+        est = self.estimator
+        now = view.now
+        ahead, tokens = self._ahead_in_pool(r)
+        home = None
+        if len(queue) == 1 and inst.accepts(r.model):
+            held_reqs = [q for q in inst.outstanding.values() if q.id not in exclude]
+            held_tokens = sum(est.projected_tokens(q) for q in held_reqs)
+            if est.admits(inst, r, held_tokens, len(held_reqs)):
+                home = inst
+        d = r.ttft_deadline_s - now
+        urgent = []
+        for name, cls in self._slo.items():
+            h = d - cls.ttft_s  # an arrival of this class within h seconds is due before r
+            if name == r.slo_class or h <= 0:
+                continue
+            rate = est.arrival_rate(r.model, name, now)
+            if rate > 0:
+                urgent.append((rate * est.mean_projected(r.model, name), h))
+        # an instance not serving r's model yet (swapping to it) may reach r before the pool
+        queued = None if inst.accepts(r.model) else est.wait_at(inst, queue, len(queue) - 1, now, exclude)
+        r.meta["pred_path"] = "home" if home is not None else ("queue" if queued is not None else "pool")
+        open_ids = {i.id for i in pool if not self._has_queued(i.id)}
+        joining = [i for _, i in sorted(view.instances.items())
+                   if i.pending_model == r.model and i.state in (InstanceState.SWAPPING, InstanceState.DRAINING)]
+        return {"ahead": ahead, "ahead_tokens": tokens, "home": home, "urgent": urgent, "queued": queued,
+                "open_ids": open_ids, "joining": joining}
+
+    def _has_queued(self, inst_id: str) -> bool:
+        """Whether the virtual queue of ``inst_id`` holds a queued request."""
+        for gid in self.vqueues.get(inst_id, []):
+            g = self.groups.groups.get(gid)
+            if g is not None and any(q.state is RequestState.QUEUED for q in g.requests):
+                return True
+        return False
+
+    def _ahead_in_pool(self, r: Request) -> tuple[int, float]:
         """Queued requests of ``r``'s model served before it under load balancing: those of
-        its model with an earlier TTFT deadline. Inside a group deadlines rise with arrival,
-        so only a group straddling ``r``'s deadline is scanned."""
+        its model with an earlier TTFT deadline, and their projected KV tokens (the mean of
+        their class). Inside a group deadlines rise with arrival, so only a group straddling
+        ``r``'s deadline is scanned."""
         d = r.ttft_deadline_s
         n = 0
+        tokens = 0.0
         for g in self.groups.groups.values():
             if g.model != r.model or not g.requests:
                 continue
             if g.requests[-1].ttft_deadline_s < d:
-                n += sum(1 for q in g.requests if q.state is RequestState.QUEUED)
+                k = sum(1 for q in g.requests if q.state is RequestState.QUEUED)
             elif g.requests[0].ttft_deadline_s < d:
-                n += sum(1 for q in g.requests
-                         if q is not r and q.state is RequestState.QUEUED and q.ttft_deadline_s < d)
-        return n
+                k = sum(1 for q in g.requests
+                        if q is not r and q.state is RequestState.QUEUED and q.ttft_deadline_s < d)
+            else:
+                continue
+            n += k
+            tokens += k * self.estimator.mean_projected(g.model, g.slo_class)
+        return n, tokens
 
     def report(self, run: Any) -> dict[str, Any]:
         """The ``estimator`` block (prediction accuracy) plus planner counters."""

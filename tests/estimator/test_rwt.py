@@ -98,3 +98,30 @@ def test_learns_from_completions() -> None:
     ft, _ = est.queue_waits(make_view(max_seqs=1), [rq("q0"), rq("q1")], now=0.0)
     # one slot: q1 waits for q0's 40 tokens * 10 ms = 0.4 s, + 10 ms first token
     assert ft[0, 1] == pytest.approx(0.41)
+
+
+def test_engine_first_token_chunked_prefill() -> None:
+    est = make_estimator()
+    # running_view at 0.5 s: a decodes (n_dec = 1), b (10-token prompt) was dispatched now
+    # and waits for prefill. Budget 2048 - 1 decode = 2047 prompt tokens per 10 ms step.
+    # A 3000-token prompt behind b's 10: 3010 tokens -> one full step + the completing step,
+    # plus half a step until the engine's next step boundary: 5 + 10 + 10 = 25 ms.
+    assert est.engine_first_token(running_view(), "m", 3000, now=0.5) == pytest.approx(0.025)
+    # idle engine: one 10 ms step carries the whole 10-token prompt, no boundary to wait for
+    assert est.engine_first_token(make_view(), "m", 10, now=0.0) == pytest.approx(0.010)
+
+
+def test_pooled_wait_free_room_and_release() -> None:
+    est = make_estimator()
+    r = rq("r")
+    # empty open instance: r (projected 10 + 100 tokens) fits now; its wait is one 10 ms
+    # prefill step (median of the log-normal model-error spread around 10 ms)
+    ws = est.pooled_wait([make_view()], r, 0, now=0.0)
+    assert float(np.median(ws.samples)) == pytest.approx(0.010, rel=0.02)
+    # the same instance with nothing free (not open): r waits for a release. running_view's
+    # residuals are a: 0.5 s, b: 1.01 s (test_running_residuals); with 1 request ahead
+    # (110 tokens) r needs 220 tokens freed: a frees 110 at 0.5 s, b 110 more at 1.01 s;
+    # then b's instance prefills r's 10 tokens after the one ahead of it:
+    # 1.01 + first token 10 ms + 10 prompt tokens ahead * 0 s/token (flat steps) = 1.02 s
+    ws = est.pooled_wait([running_view()], r, 1, now=0.5, open_ids=set())
+    assert float(np.median(ws.samples)) == pytest.approx(1.02, rel=0.02)
