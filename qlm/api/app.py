@@ -7,6 +7,7 @@ Routes::
     GET  /v1/requests/{id}                       state, queue position, estimated wait
     GET  /metrics  /health  /ready               Prometheus text; liveness; readiness
     GET  /admin/state   PUT /admin/weights       admin key
+    /v1/files, /v1/batches                       OpenAI Files and Batches (qlm.api.batch.router)
 
 Responses to inference requests carry ``x-qlm-request-id``, ``x-qlm-slo-class`` and, when the
 policy estimated them at admission, ``x-qlm-estimated-wait-s`` and ``x-qlm-slo-probability``.
@@ -33,9 +34,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from qlm.api.batch import BatchAPIError, BatchResponse, BatchWorkItem
+from qlm.api.batch.router import batch_router
 from qlm.api.config import GatewayConfig
 from qlm.api.errors import APIError, error_body, sse_error
 from qlm.api.gateway import Admitted, Gateway
@@ -44,6 +48,8 @@ from qlm.runtime.view import InstanceState
 from qlm.runtime.vllm.stream import StreamEnd
 
 __all__ = ["create_app"]
+
+_BATCH_RETRIES = 6  # a batch request refused with 429/503 is tried again this many times
 
 
 # ---- request helpers ------------------------------------------------------------------------
@@ -192,6 +198,7 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        gw.start_batches(submit_batch)
         try:
             yield
         finally:
@@ -204,6 +211,10 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(BatchAPIError)
+    async def _batch_error(_: Request, exc: BatchAPIError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_openai_error()}, status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -328,7 +339,8 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
     # ---- operations -------------------------------------------------------------------
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
-        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = await run_in_threadpool(generate_latest, gw.metrics.registry)  # batch gauges read the store
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
@@ -356,6 +368,53 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
         if not isinstance(raw, dict):
             raise APIError(400, "the weights must be a JSON object")
         return {"weights": gw.set_weights(raw), "applies": "next epoch"}
+
+    # ---- batch ------------------------------------------------------------------------
+    async def submit_batch(item: BatchWorkItem) -> BatchResponse:
+        """The batch runner's ``submit``: one line through the global queue, non-streaming, in the
+        batch's SLO class. A 429/503 (overload, no engine now) is retried with backoff, so a batch
+        request waits out an engine restart; other errors are the line's response."""
+        delay = 0.5
+        for attempt in range(_BATCH_RETRIES + 1):
+            response = await _batch_once(item)
+            if response.status_code not in (429, 503) or attempt == _BATCH_RETRIES:
+                return response
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
+
+    async def _batch_once(item: BatchWorkItem) -> BatchResponse:
+        chat = item.url == "/v1/chat/completions"
+        try:
+            body = _validate(ChatBody if chat else CompletionBody, item.body)
+            try:
+                prompt = prompt_tokens(body)
+            except ValueError as exc:
+                raise APIError(400, str(exc), param="prompt") from None
+            param = "max_completion_tokens" if chat and body.max_completion_tokens is not None else "max_tokens"
+            gw.check_model(body.model, prompt, body.limit, param)
+            fwd = {k: v for k, v in item.body.items() if k not in GATEWAY_FIELDS}
+            adm = gw.admit(body.model, fwd, "chat" if chat else "completions", prompt, body.limit, item.slo_class,
+                           streaming=False, apply_rule=False,
+                           meta={"batch_id": item.batch_id, "custom_id": item.custom_id,
+                                 "batch_deadline": item.deadline})
+        except APIError as refused:
+            return BatchResponse(refused.status, refused.body())
+        try:
+            text, end = await adm.stream.collect()
+        except asyncio.CancelledError:  # the runner gave up on it (shutdown, expiry, cancel)
+            gw.cancel(adm, "batch request withdrawn")
+            gw.outcome(adm, "cancelled")
+            raise
+        if not end.ok:
+            gw.outcome(adm, "failed")
+            err = _end_error(end)
+            return BatchResponse(err.status, err.body(), adm.public_id)
+        gw.outcome(adm, "finished")
+        return BatchResponse(200, _Framer(adm, body.model, chat, False).whole(text, end), adm.public_id)
+
+    app.include_router(batch_router(gw, lambda r: _check_key(r, cfg.auth.api_keys, "API"),
+                                    lambda r: _read_json(r, cfg.limits.max_body_bytes)))
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

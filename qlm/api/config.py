@@ -15,6 +15,12 @@ YAML (every key optional; see ``examples/gateway.yaml``)::
     policy: qlm
     runtime: null                    # null: the embedded emulated cluster; else qlm.runtime.config
     emulated: {speed: 1.0, seed: 0}
+    batch:                           # Batch API (off without data_dir or database_url)
+      data_dir: /var/lib/qlm         # SQLite (WAL) at <data_dir>/batch.sqlite3; `qlm serve --data-dir`
+      database_url: null             # a SQLAlchemy URL (PostgreSQL) instead of the SQLite file
+      window_classes:                # completion window -> SLO class; first rule with window <= max_window_s
+        - {max_window_s: 3600, slo_class: batch-1}
+        - {max_window_s: .inf, slo_class: batch-2}
 
 Errors are one line, ``<source>: <field>: <reason>`` (:class:`qlm.errors.ConfigError`).
 """
@@ -27,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from qlm.api.batch.config import BatchConfig
 from qlm.domain.slo import DEFAULT_SLO_CLASSES, SLOClass
 from qlm.errors import ConfigError, pydantic_error_line
 from qlm.runtime.config import RuntimeConfig
@@ -34,9 +41,11 @@ from qlm.runtime.config import RuntimeConfig
 __all__ = [
     "AdmissionRule",
     "AuthConfig",
+    "BatchSettings",
     "EmulatedSettings",
     "GatewayConfig",
     "LimitsConfig",
+    "WindowRule",
     "load_gateway_config",
     "parse_gateway_config",
 ]
@@ -86,6 +95,44 @@ class EmulatedSettings(_Strict):
     subprocess: bool = Field(default=False, description="run emulators as processes")
 
 
+class WindowRule(_Strict):
+    """Batches whose completion window is at most ``max_window_s`` (wall seconds) run in ``slo_class``."""
+
+    max_window_s: float = Field(gt=0)
+    slo_class: str = Field(min_length=1)
+
+
+class BatchSettings(_Strict):
+    """The Batch API (``/v1/files``, ``/v1/batches``). Off (503 ``batch_disabled``) unless
+    ``data_dir`` or ``database_url`` says where its state lives.
+
+    ``window_classes``: completion window -> SLO class, the first rule whose ``max_window_s`` is
+    at least the window. Empty (the default): the loosest class other than the default class
+    whose TTFT target fits in the window (converted to control-plane seconds), else the tightest
+    such class; with the default classes, a window under 1 h runs in ``batch-1``, 1 h or more
+    in ``batch-2``. A batch's deadline is always ``created_at + window`` (``expires_at``)."""
+
+    data_dir: Path | None = Field(default=None, description="directory of the SQLite database")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL, e.g. PostgreSQL")
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="largest upload (413 beyond)")
+    max_requests_per_batch: int = Field(default=50_000, ge=1)
+    window_classes: tuple[WindowRule, ...] = ()
+    max_concurrency: int = Field(default=256, ge=1, description="batch requests in the global queue at once")
+    poll_interval_s: float = Field(default=0.5, gt=0, description="runner idle poll period")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+    @property
+    def enabled(self) -> bool:
+        return self.data_dir is not None or self.database_url is not None
+
+    def store_config(self) -> BatchConfig:
+        """The storage layer's config (validated; touches no file)."""
+        extra: dict[str, Any] = {} if self.data_dir is None else {"data_dir": self.data_dir}
+        return BatchConfig(database_url=self.database_url, max_file_bytes=self.max_file_bytes,
+                           max_requests_per_batch=self.max_requests_per_batch,
+                           sqlite_synchronous=self.sqlite_synchronous, **extra)
+
+
 class GatewayConfig(_Strict):
     """The whole gateway. Cross-field rules: ``default_class``, ``service_tiers`` targets,
     ``admission`` keys and downgrade targets must name configured classes."""
@@ -103,6 +150,7 @@ class GatewayConfig(_Strict):
     policy_params: dict[str, Any] = Field(default_factory=dict)
     runtime: RuntimeConfig | None = None
     emulated: EmulatedSettings = EmulatedSettings()
+    batch: BatchSettings = BatchSettings()
 
     @field_validator("policy")
     @classmethod
@@ -130,6 +178,10 @@ class GatewayConfig(_Strict):
             if rule.target is not None and (rule.target not in known or rule.target == cls):
                 raise ValueError(f"admission.{cls}.action: cannot downgrade to {rule.target!r}; "
                                  f"known: {names}")
+        for i, w in enumerate(self.batch.window_classes):
+            if w.slo_class not in known:
+                raise ValueError(f"batch.window_classes.{i}.slo_class: unknown class {w.slo_class!r}; "
+                                 f"known: {names}")
         return self
 
     # ---- derived ------------------------------------------------------------------------
@@ -151,6 +203,20 @@ class GatewayConfig(_Strict):
 
     def rule(self, slo_class: str) -> AdmissionRule:
         return self.admission.get(slo_class, AdmissionRule())
+
+    def batch_class(self, window_s: float, speed: float = 1.0) -> str:
+        """The SLO class of a batch with a completion window of ``window_s`` wall seconds
+        (``speed``: control-plane seconds per wall second). See :class:`BatchSettings`."""
+        for w in self.batch.window_classes:
+            if window_s <= w.max_window_s:
+                return w.slo_class
+        if self.batch.window_classes:
+            raise ValueError(f"no batch.window_classes rule covers a window of {window_s:g} s")
+        pool = [c for c in self.slo_classes if c.name != self.default] or list(self.slo_classes)
+        fits = [c for c in pool if c.ttft_s <= window_s * speed]
+        if fits:
+            return max(fits, key=lambda c: (c.ttft_s, c.name)).name
+        return min(pool, key=lambda c: (c.ttft_s, c.name)).name
 
 
 def parse_gateway_config(raw: Any, source: str = "gateway config") -> GatewayConfig:

@@ -11,12 +11,20 @@ HTTP-free (``qlm.api.app`` is the FastAPI surface over it). Contract:
   downgrade (the request is withdrawn and re-admitted in the target class, under a new
   internal id; the public id stays). A policy without an estimate accepts.
 - :meth:`Gateway.request_info` is the state, queue position and current estimated wait.
+- Batch API (when ``config.batch`` names a data dir or database): :meth:`Gateway.start` opens
+  the :class:`~qlm.api.batch.BatchStore`; :meth:`Gateway.start_batches` runs a
+  :class:`~qlm.api.batch.BatchRunner` whose ``submit`` (given by the HTTP layer, which frames
+  responses) enqueues each batch line into the global queue, non-streaming, in the SLO class
+  :meth:`GatewayConfig.batch_class` maps the completion window to, bypassing admission rules
+  (a batch request waits rather than being rejected or downgraded).
 
 Estimates are reported in wall seconds (control-plane seconds divided by the clock speed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -24,6 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from qlm.api.batch import BatchRunner, BatchStore, SubmitFn
+from qlm.api.batch.metrics import BatchCollector
 from qlm.api.config import GatewayConfig
 from qlm.api.errors import APIError
 from qlm.api.metrics import GatewayMetrics
@@ -75,6 +85,10 @@ class Gateway:
         self.rt: RuntimeLoop | None = None
         self.ids: OrderedDict[str, str] = OrderedDict()  # public id -> current internal id
         self.speed = 1.0
+        self.batch_store: BatchStore | None = None
+        self.batch_runner: BatchRunner | None = None
+        self._batch_task: asyncio.Task[None] | None = None
+        self._batch_collector: BatchCollector | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -110,8 +124,41 @@ class Gateway:
             await self._stop_launcher()
             raise
         self.metrics.attach(self.rt.control)
+        if cfg.batch.enabled:
+            try:
+                self.batch_store = await asyncio.to_thread(BatchStore(cfg.batch.store_config()).open)
+            except BaseException:
+                await self.stop()
+                raise
+            self._batch_collector = BatchCollector(self.batch_store)
+            self.metrics.registry.register(self._batch_collector)
+
+    def start_batches(self, submit: SubmitFn) -> None:
+        """Run the batch runner (every accepted batch resumes); a no-op when the Batch API is off."""
+        if self.batch_store is None or self._batch_task is not None:
+            return
+        b = self.config.batch
+        self.batch_runner = BatchRunner(self.batch_store, submit, slo_class_for=self.batch_class,
+                                        max_concurrency=b.max_concurrency, poll_interval_s=b.poll_interval_s)
+        self._batch_task = asyncio.create_task(self.batch_runner.run(), name="qlm-batch-runner")
+
+    def batch_class(self, window_s: float) -> str:
+        """The SLO class of a batch with this completion window (wall seconds)."""
+        return self.config.batch_class(window_s, self.speed)
 
     async def stop(self) -> None:
+        if self.batch_runner is not None and self._batch_task is not None:
+            self.batch_runner.request_stop()  # in-flight batch requests are cancelled and stay pending
+            with contextlib.suppress(Exception):
+                await self._batch_task
+            self.batch_runner = None
+            self._batch_task = None
+        if self.batch_store is not None:
+            if self._batch_collector is not None:
+                self.metrics.registry.unregister(self._batch_collector)
+                self._batch_collector = None
+            self.batch_store.close()
+            self.batch_store = None
         if self.rt is not None:
             for rid, r in list(self.rt.control.requests.items()):
                 if not r.state.terminal:
@@ -178,8 +225,10 @@ class Gateway:
 
     # ---- admission ----------------------------------------------------------------------
     def admit(self, model: str, body: dict[str, Any], endpoint: str, prompt: int, max_tokens: int | None,
-              slo_class: str, streaming: bool) -> Admitted:
-        """Submit and apply the admission rule of the class (see the module docstring)."""
+              slo_class: str, streaming: bool, *, apply_rule: bool = True,
+              meta: dict[str, Any] | None = None) -> Admitted:
+        """Submit and apply the admission rule of the class (see the module docstring);
+        ``apply_rule=False`` always accepts (batch requests). ``meta`` is added to the request's."""
         rt = self.runtime
         prefix = "chatcmpl" if endpoint == "chat" else "cmpl"
         public = f"{prefix}-{uuid.uuid4().hex}"
@@ -189,7 +238,7 @@ class Gateway:
         while True:
             internal = public if attempt == 0 else f"{public}~{attempt}"
             req = Request(internal, model, cls, rt.now(), prompt, max_tokens,
-                          meta={"body": body, "endpoint": endpoint})
+                          meta={"body": body, "endpoint": endpoint, **(meta or {})})
             stream = rt.submit(req, streaming=streaming)
             self._track(public, internal)
             p = req.meta.get("p_meet")
@@ -198,7 +247,8 @@ class Gateway:
             wait = float(w) / self.speed if isinstance(w, int | float) and math.isfinite(w) else None
             rule = self.config.rule(cls)
             missed = p_meet is not None and p_meet < rule.min_probability and not req.state.terminal
-            if not missed or rule.kind == "accept" or (rule.target is not None and rule.target in visited):
+            looped = rule.target is not None and rule.target in visited
+            if not apply_rule or not missed or rule.kind == "accept" or looped:
                 return Admitted(public, req, stream, cls, slo_class, wait, p_meet)
             if rule.kind == "reject":
                 rt.cancel(internal, "rejected by admission")

@@ -159,6 +159,10 @@ class BatchRunner:
         self._stopping = True
         self._wake.set()
 
+    def wake(self) -> None:
+        """Run the next step now (a batch was created or cancelled) rather than after the poll interval."""
+        self._wake.set()
+
     async def run_until_idle(self) -> None:
         """Step until no batch is active and nothing is in flight (every batch ended)."""
         while True:

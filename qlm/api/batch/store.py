@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Row, and_, create_engine, event, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qlm.api.batch import schema
@@ -411,6 +411,20 @@ class BatchStore:
                 .order_by(b.c.expires_at, b.c.created_at, b.c.id)
             ).all()
         return [_batch_record(r) for r in rows]
+
+    def request_totals(self) -> dict[str, dict[str, int]]:
+        """Per batch status: ``{"batches", "total", "completed", "failed"}`` summed over its batches (metrics)."""
+        b = schema.batches
+        with self._read() as conn:
+            rows = conn.execute(
+                select(b.c.status, func.count(), func.sum(b.c.total), func.sum(b.c.completed), func.sum(b.c.failed))
+                .group_by(b.c.status)
+            ).all()
+        return {
+            str(r[0]): {"batches": int(r[1]), "total": int(r[2] or 0), "completed": int(r[3] or 0),
+                        "failed": int(r[4] or 0)}
+            for r in rows
+        }
 
     def _transition(
         self, conn: Connection, batch_id: str, from_: tuple[str, ...], to: BatchStatus, **values: Any

@@ -7,6 +7,6 @@ import qlm.api.batch as batch
 
 def test_all_lists_exactly_the_public_names() -> None:
     public = {n for n in dir(batch) if not n.startswith("_")}
-    modules = {"config", "errors", "records", "runner", "schema", "store", "validation"}
+    modules = {"config", "errors", "metrics", "records", "router", "runner", "schema", "store", "validation"}
     assert set(batch.__all__) == public - modules
     assert len(batch.__all__) == len(set(batch.__all__))
