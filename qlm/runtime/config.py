@@ -16,7 +16,9 @@ YAML example (``launcher: static``, engines the operator already runs)::
         initial_model: mistral-7b
 
 ``local`` builds the ``vllm serve`` command lines itself (``path`` is what to serve,
-``port`` where); ``emulated`` starts emulators. Errors are one line naming the field.
+``port`` where); ``emulated`` starts emulators. With these two, an engine may list several
+models without ``sleep_mode``: only the active model's process runs, and a swap stops it and
+cold-starts the target's. Errors are one line naming the field.
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ class EngineConfig(_Strict):
             raise ValueError(f"initial_model: {self.initial_model!r} is not among models {names}")
         if self.gpus and len(self.gpus) != self.tp:
             raise ValueError(f"gpus: {len(self.gpus)} devices listed for tp {self.tp}")
-        if len(names) > 1 and not self.sleep_mode:
-            raise ValueError("sleep_mode: several models on one engine need sleep mode")
         return self
+
+    @property
+    def cold_swaps(self) -> bool:
+        """Several models without sleep mode: a swap stops one engine process and starts
+        another (a cold start, which needs a launcher that can start processes)."""
+        return len(self.models) > 1 and not self.sleep_mode
 
     @property
     def active_model(self) -> str:
@@ -108,6 +114,9 @@ class RuntimeConfig(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError(f"engines: duplicate engine id in {ids}")
         for i, e in enumerate(self.engines):
+            if self.launcher == "static" and e.cold_swaps:
+                raise ValueError(f"engines.{i}.sleep_mode: several models on a static engine need "
+                                 "sleep mode (cold starts need a local or emulated launcher)")
             for j, m in enumerate(e.models):
                 if self.launcher == "static" and m.url is None:
                     raise ValueError(f"engines.{i}.models.{j}.url: required with launcher static")

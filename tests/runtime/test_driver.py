@@ -192,3 +192,14 @@ def test_metrics_fallback_to_gpu_cache_usage() -> None:
     assert st.kv_usage == 0.25 and st.num_running == 5  # summed over engine
     new = 'vllm:kv_cache_usage_perc{model_name="x",engine="0"} 0.5\n' + old
     assert stats_from_metrics(new).kv_usage == 0.5
+
+
+async def test_abort_before_the_request_task_starts_still_reports_aborted(emulator: EmulatorFactory) -> None:
+    # regression: a run task cancelled before its first step never runs its `finally`, so the
+    # request stayed DISPATCHED forever (seen when an engine died right after a dispatch)
+    inst, sink, _ = await make(emulator)
+    inst.dispatch(req("a", out=25), priority=0)
+    inst.abort("a")  # same loop iteration: the task has not started yet
+    await until(lambda: sink.of(Aborted))
+    assert [type(e) for e in sink.events] == [Aborted]
+    assert "a" not in inst.runs

@@ -35,12 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--profile", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stream-interval", type=float, default=0.01,
+                    help="wall seconds between a stream's chunks")
+    ap.add_argument("--cold-start", action="store_true",
+                    help="refuse connections for the model's cold-start time first")
+    ap.add_argument("--disk-gbps", type=float, default=2.0, help="checkpoint read rate (cold start)")
     ap.add_argument("--parent-pid", type=int, default=None, help="exit when this process ends")
     a = ap.parse_args(argv)
     if a.parent_pid is not None:
         _exit_with_parent(a.parent_pid)
     emulate_command(a.model, a.gpu, a.tp, a.port, a.host, a.sleep_mode, a.scheduling_policy,
-                    a.speed, a.profile, a.seed)
+                    a.speed, a.profile, a.seed, stream_interval_s=a.stream_interval,
+                    cold_start=a.cold_start, disk_gbps=a.disk_gbps)
 
 
 if __name__ == "__main__":

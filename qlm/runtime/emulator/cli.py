@@ -14,6 +14,10 @@ def emulate_command(
     speed: float = 1.0,
     profile: str | None = None,
     seed: int = 0,
+    *,
+    stream_interval_s: float = 0.01,
+    cold_start: bool = False,
+    disk_gbps: float = 2.0,
 ) -> None:
     """Serve the vLLM HTTP contract for ``model`` (served name) with the timings of
     ``profile`` (catalogue model, default mistral-7b) on ``tp`` x ``gpu``; blocks until
@@ -28,7 +32,8 @@ def emulate_command(
         cfg = EmulatorConfig(
             served_model=model, gpu=gpu, tp=tp, profile_model=profile or "mistral-7b",
             sleep_mode=sleep_mode, scheduling_policy=scheduling_policy,  # type: ignore[arg-type]
-            speed=speed, seed=seed,
+            speed=speed, seed=seed, stream_interval_s=stream_interval_s, cold_start=cold_start,
+            disk_gbps=disk_gbps,
         )
     except ValueError as exc:
         fail(f"--{str(exc).replace('_', '-')}")

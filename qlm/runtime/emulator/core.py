@@ -107,7 +107,9 @@ class EmulatorConfig:
     the catalogue model whose performance profile sets the timings. ``speed`` compresses
     time (2.0: everything twice as fast). ``stream_interval_s`` is the wall-time period at
     which a streamed request's new tokens are sent (several tokens per chunk when the engine
-    is faster than that).
+    is faster than that). ``cold_start``: the server starts like a fresh ``vllm serve``
+    loading its weights from disk (``disk_gbps``): it accepts connections only after
+    :meth:`startup_s` virtual seconds, and its first iteration pays the warm-up.
     """
 
     served_model: str
@@ -122,6 +124,8 @@ class EmulatorConfig:
     output_mean: float = 256.0
     output_std: float = 200.0
     cpu_ram_gb: float = 1024.0
+    disk_gbps: float = 2.0
+    cold_start: bool = False
     catalog: Catalog | None = None
 
     def __post_init__(self) -> None:
@@ -146,6 +150,19 @@ class EmulatorConfig:
             )
         if not fits(cat.models[self.profile_model], cat.gpus[self.gpu], self.tp, cat):
             raise ValueError(f"profile: {self.profile_model} does not fit {self.tp} x {self.gpu}")
+        if self.disk_gbps <= 0:
+            raise ValueError(f"disk_gbps: must be > 0, got {self.disk_gbps}")
+
+    def startup_s(self) -> float:
+        """Virtual seconds before a cold-started server accepts connections: the model's cold
+        start cost (``swap_costs(...).cold_s``) less the warm-up its first iteration pays."""
+        if not self.cold_start:
+            return 0.0
+        cat = self.catalog or default_catalog()
+        node = NodeSpec(name="local", gpu=self.gpu, num_gpus=self.tp, cpu_ram_gb=self.cpu_ram_gb,
+                        disk_gbps=self.disk_gbps)
+        costs = swap_costs(cat.model(self.profile_model), cat.gpu(self.gpu), self.tp, node, cat)
+        return max(0.0, costs.cold_s - cat.swap.warmup_s)
 
 
 @dataclass
@@ -220,7 +237,8 @@ class EmulatorCore:
         self.profile: EngineProfile = replace(
             base, model=base.model.model_copy(update={"name": cfg.served_model})
         )
-        self.node = NodeSpec(name="local", gpu=cfg.gpu, num_gpus=cfg.tp, cpu_ram_gb=cfg.cpu_ram_gb)
+        self.node = NodeSpec(name="local", gpu=cfg.gpu, num_gpus=cfg.tp, cpu_ram_gb=cfg.cpu_ram_gb,
+                             disk_gbps=cfg.disk_gbps)
         self.costs: SwapCosts = swap_costs(cat.model(cfg.profile_model), cat.gpu(cfg.gpu), cfg.tp,
                                            self.node, cat)
         self.swap_consts = cat.swap
@@ -253,6 +271,8 @@ class EmulatorCore:
             self._true_output, cfg.scheduling_policy,
         )
         self._engine.bind(self)
+        if cfg.cold_start:  # a fresh process: its first iteration is the slow one
+            self._engine.warmup_penalty_s = self.swap_consts.warmup_s
         self._tick_event = asyncio.Event()
         self._sleep_lock = asyncio.Lock()
         self._ticker = asyncio.create_task(self._tick_loop())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 import uvicorn
 
@@ -15,7 +16,9 @@ from qlm.runtime.emulator.core import EmulatorConfig, EmulatorCore
 
 def run_emulator(cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 8000,
                  log_level: str = "warning") -> None:
-    """Serve ``cfg`` until interrupted (blocking)."""
+    """Serve ``cfg`` until interrupted (blocking). A ``cold_start`` emulator refuses
+    connections for its start-up time first, as ``vllm serve`` does while loading."""
+    time.sleep(cfg.startup_s() / cfg.speed)
     uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=1)
 
@@ -23,7 +26,8 @@ def run_emulator(cfg: EmulatorConfig, host: str = "127.0.0.1", port: int = 8000,
 class EmulatorServer:
     """An emulator served by uvicorn on the running event loop.
 
-    ``await start()`` binds ``host:port`` (``port=0``: a free port) and returns the base URL;
+    ``await start()`` binds ``host:port`` (``port=0``: a free port) and returns the base URL
+    (a ``cold_start`` emulator first waits its start-up time, refusing connections);
     ``await stop()`` shuts it down (``force=True``: drop open connections at once, which
     clients see as an engine death).
     """
@@ -46,6 +50,7 @@ class EmulatorServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> str:
+        await asyncio.sleep(self.cfg.startup_s() / self.cfg.speed)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))

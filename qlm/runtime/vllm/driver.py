@@ -16,6 +16,10 @@ Aborts and retries:
   engine frees its KV blocks. The request is reported ``Aborted(retryable=True)`` with its
   progress; on the next dispatch the driver resumes it (the text generated so far is
   appended to the prompt, ``max_tokens`` shrinks) so the client's stream continues.
+- Cold swaps (no sleep mode): the active model's process is stopped and the target's is
+  started through the instance's :class:`ProcessControl` (a launcher); once ``/health``
+  answers and the warm-up request is served, ``SwapDone(cold=True)`` reports the duration.
+  Without a ``ProcessControl`` such a swap fails and the instance is reported down.
 - An engine that stops answering is marked down after a failed ``/health`` probe: its
   requests are reported ``Aborted`` first (retryable unless part of the output already
   reached a streaming client), then ``InstanceDown``. Health polling reports ``InstanceUp``
@@ -26,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 
@@ -62,6 +67,19 @@ OUTPUT_TOKENS = "output_tokens"
 (sent as ``max_tokens`` with ``ignore_eos``)."""
 
 FILLER_TOKEN_ID = 100
+
+
+class ProcessControl(Protocol):
+    """Starts and stops an instance's engine processes (launchers implement it)."""
+
+    async def start_model(self, instance_id: str, model: str) -> str:
+        """Start ``model``'s engine process for ``instance_id``; return its base URL at once
+        (connections are refused until it is ready)."""
+        ...
+
+    async def stop_model(self, instance_id: str, model: str) -> None:
+        """Stop ``model``'s engine process (frees its GPU memory); returns once it is gone."""
+        ...
 
 
 @dataclass
@@ -112,6 +130,8 @@ class VLLMInstance(InstanceBackend):
         client: httpx.AsyncClient | None = None,
         health_timeout_s: float = 2.0,
         swap_timeout_s: float = 300.0,
+        processes: ProcessControl | None = None,
+        cold_start_timeout_s: float = 900.0,
     ) -> None:
         if not endpoints:
             raise ValueError(f"instance {instance_id}: no model endpoints")
@@ -132,6 +152,8 @@ class VLLMInstance(InstanceBackend):
         self._own_client = client is None
         self.health_timeout_s = health_timeout_s
         self.swap_timeout_s = swap_timeout_s
+        self.processes = processes
+        self.cold_start_timeout_s = cold_start_timeout_s
         self.residency: dict[str, Residency] = {
             m: Residency.ACTIVE if m == initial_model
             else (Residency(e.sleep_level) if sleep_mode else Residency.COLD)
@@ -146,9 +168,11 @@ class VLLMInstance(InstanceBackend):
         self._deferred: list[str] = []
         self.swapping = False
         self.swap_log: list[tuple[str | None, str, float]] = []  # (from, to, seconds)
+        self.cold_log: list[tuple[str | None, str, float]] = []  # cold swaps among them
         self.obs = _Obs()
         self._probe: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
 
     # ---- InstanceBackend ----------------------------------------------------------------
     def bind(self, sink: EventSink) -> None:
@@ -161,6 +185,8 @@ class VLLMInstance(InstanceBackend):
         return self.obs.stats
 
     def dispatch(self, request: Request, priority: int) -> None:
+        if self.closed:  # the runtime is stopping: nothing new is sent
+            return
         ep = self.endpoints.get(request.model)
         if ep is None or self.active != request.model or self.down or self.swapping:
             # never answered synchronously: the control plane would re-dispatch at once
@@ -175,6 +201,16 @@ class VLLMInstance(InstanceBackend):
         run = _Run(request, ep)
         self.runs[request.id] = run
         run.task = self._spawn(self._run(run, priority))
+        run.task.add_done_callback(functools.partial(self._orphaned, run))
+
+    def _orphaned(self, run: _Run, _task: asyncio.Task[None]) -> None:
+        """A run task cancelled before its first step never runs its ``finally``: report it
+        here, so every dispatched request still ends with exactly one event."""
+        rid = run.request.id
+        if self.runs.get(rid) is run:
+            del self.runs[rid]
+            reason = "instance down" if run.down else run.cancel_reason
+            self._post(Aborted(rid, self.instance_id, self.clock.now(), 0, reason=reason))
 
     def abort(self, request_id: str) -> None:
         run = self.runs.get(request_id)
@@ -183,6 +219,8 @@ class VLLMInstance(InstanceBackend):
             run.task.cancel()
 
     def swap(self, model: str, mode: Literal["abort", "wait"]) -> None:
+        if self.closed:
+            return
         self.swapping = True
         self._spawn(self._swap(model, mode))
 
@@ -405,10 +443,9 @@ class VLLMInstance(InstanceBackend):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for ep in self.endpoints.values():
-            while not await self._healthy(ep):
-                if loop.time() > deadline:
-                    raise TimeoutError(f"instance {self.instance_id}: {ep.url} not ready after {timeout_s:g} s")
-                await asyncio.sleep(interval_s)
+            if not self.sleep_mode and ep.model != self.active:
+                continue  # no process until a cold start
+            await self._wait_healthy(ep, deadline - loop.time(), interval_s)
             ver = await self.client.get(self._url(ep, "/version"))
             ep.version = str(ver.json().get("version")) if ver.status_code == 200 else None
             models = (await self.client.get(self._url(ep, "/v1/models"))).json().get("data", [])
@@ -426,6 +463,14 @@ class VLLMInstance(InstanceBackend):
                 await self._wake(ep)
             elif m != self.active and not sleeping:
                 await self._sleep(ep)
+
+    async def _wait_healthy(self, ep: ModelEndpoint, timeout_s: float, interval_s: float = 0.2) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not await self._healthy(ep):
+            if loop.time() > deadline:
+                raise TimeoutError(f"instance {self.instance_id}: {ep.url} not ready after {timeout_s:g} s")
+            await asyncio.sleep(interval_s)
 
     async def _is_sleeping(self, ep: ModelEndpoint) -> bool:
         resp = await self.client.get(self._url(ep, "/is_sleeping"), timeout=self.swap_timeout_s)
@@ -456,7 +501,10 @@ class VLLMInstance(InstanceBackend):
             await asyncio.sleep(0.05)
         else:
             raise RuntimeError(f"{ep.url} still sleeping after wake_up")
-        # one 1-token request: the first one after a wake is several times slower
+        await self._warmup(ep)
+
+    async def _warmup(self, ep: ModelEndpoint) -> None:
+        """One 1-token request: the first one after a wake (or a start) is several times slower."""
         resp = await self.client.post(
             self._url(ep, "/v1/completions"), timeout=self.swap_timeout_s,
             json={"model": ep.model, "prompt": "warm up", "max_tokens": 1},
@@ -470,6 +518,7 @@ class VLLMInstance(InstanceBackend):
         t0 = self.clock.now()
         old = self.active
         self.active = None
+        cold = not self.sleep_mode
         try:
             if mode == "abort":
                 runs = list(self.runs.values())
@@ -479,12 +528,13 @@ class VLLMInstance(InstanceBackend):
                         run.task.cancel()
                 await asyncio.gather(*(r.task for r in runs if r.task is not None),
                                      return_exceptions=True)
-            if not self.sleep_mode:
-                raise RuntimeError("sleep mode is off: a swap needs a process restart")
-            if old is not None and old != target:
-                await self._sleep(self.endpoints[old])
-            await self._wake(self.endpoints[target])
-        except (httpx.HTTPError, OSError, RuntimeError, ValueError) as exc:
+            if cold:
+                await self._cold_start(old, target)
+            else:
+                if old is not None and old != target:
+                    await self._sleep(self.endpoints[old])
+                await self._wake(self.endpoints[target])
+        except (httpx.HTTPError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
             self.swapping = False
             self.active = old if old is not None else target
             if not self.down:
@@ -494,10 +544,28 @@ class VLLMInstance(InstanceBackend):
         self.swapping = False
         t1 = self.clock.now()
         self.swap_log.append((old, target, t1 - t0))
-        self._post(SwapDone(self.instance_id, target, t1, t1 - t0, cold=False))
+        if cold:
+            self.cold_log.append((old, target, t1 - t0))
+        self._post(SwapDone(self.instance_id, target, t1, t1 - t0, cold=cold))
+
+    async def _cold_start(self, old: str | None, target: str) -> None:
+        """Stop ``old``'s process, start ``target``'s, wait until it answers, warm it up."""
+        if self.processes is None:
+            raise RuntimeError("sleep mode is off and no launcher can start engines: "
+                               "a swap needs a process restart")
+        if old is not None and old != target:
+            await self.processes.stop_model(self.instance_id, old)
+            self.residency[old] = Residency.COLD
+        ep = self.endpoints[target]
+        ep.url = await self.processes.start_model(self.instance_id, target)
+        await self._wait_healthy(ep, self.cold_start_timeout_s, interval_s=0.05)
+        await self._warmup(ep)
+        self.residency[target] = Residency.ACTIVE
 
     async def close(self) -> None:
-        """Cancel background work and close the HTTP client (if the driver created it)."""
+        """Cancel background work and close the HTTP client (if the driver created it); later
+        dispatches and swaps are ignored."""
+        self.closed = True
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
