@@ -146,7 +146,7 @@ class VLLMInstance(InstanceBackend):
         self.priority_scheduling = priority_scheduling
         self.clock: Clock = clock or RealClock()
         self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=1024),  # no churn at high concurrency
             timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None),
         )
         self._own_client = client is None
