@@ -179,7 +179,8 @@ async def test_crash_mid_batch_then_resume(config: BatchConfig, clock: Clock) ->
     queue1 = FakeQueue(hold=held)
     runner1 = BatchRunner(first, queue1, slo_class_for=slo_for, max_concurrency=6, poll_interval_s=0.01)
     for _ in range(15000):  # step until the 8 free requests are recorded and 6 held ones are in flight
-        if first.get_batch(batch_id).completed == 8 and runner1.in_flight == 6:
+        # both counts: the runner counts a submit when it schedules it, the queue when it starts
+        if first.get_batch(batch_id).completed == 8 and runner1.in_flight == 6 and queue1.running == 6:
             break
         await runner1.step()
         await asyncio.sleep(0.002)
