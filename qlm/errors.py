@@ -43,3 +43,16 @@ def pydantic_error_line(source: str, exc: Exception) -> ConfigError:
             more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
             return ConfigError(source, loc, msg + more)
     return ConfigError(source, "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def validation_error(source: str, exc: Exception) -> ConfigError:
+    """Like :func:`pydantic_error_line`, and when a validator's message names a nested field
+    itself (``"engines.0.models.1.url: required ..."``), that field is reported as the field."""
+    err = pydantic_error_line(source, exc)
+    reason = err.reason.removeprefix("Value error, ")
+    head, sep, rest = reason.partition(": ")
+    parts = head.split(".")
+    if sep and head and all(x.isdigit() or x.replace("-", "_").isidentifier() for x in parts):
+        nested = err.field and not head.startswith(err.field) and not head.startswith(err.field.split(".")[0] + ".")
+        return ConfigError(source, f"{err.field}.{head}" if nested else head, rest)
+    return ConfigError(source, err.field, reason)

@@ -54,11 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default=None, help="comma-separated scenarios (default wa,wb,wc; quick: wa,wb)")
     p.add_argument("--loads", default=None, help=f"comma-separated load multipliers (default {FULL_LOADS})")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="wa and wb at load 1 only (about 2 minutes on 2 cores)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
-    p.add_argument("--out", type=Path, default=Path("out/paper/ablations"))
-    p.add_argument("--img-dir", type=Path, default=None, help="also save the plot here (e.g. docs/img)")
+    c.add_run_args(p, "wa and wb at load 1 only (about 2 minutes on 2 cores)", Path("out/paper/ablations"))
     return p.parse_args(argv)
 
 
@@ -101,10 +97,7 @@ def plot(rows: list[dict[str, Any]], paths: list[Path]) -> None:
     ax.legend(fontsize=7, ncol=4, loc="lower center")
     ax.set_title("qlm ablations (simulated)", fontsize=10)
     fig.tight_layout()
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-    plt.close(fig)
+    c.save_figure(fig, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

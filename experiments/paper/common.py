@@ -275,3 +275,22 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that produced a result, as it would be typed."""
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python -m", module, *args]).strip()
+
+
+def add_run_args(p: Any, quick_help: str, out: Path | None, out_help: str | None = None) -> None:
+    """The options every experiment takes: --seed, --quick, --jobs, --out, --img-dir."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--out", type=Path, default=out, help=out_help)
+    p.add_argument("--img-dir", type=Path, default=None, help="also save the plots here (e.g. docs/img)")
+
+
+def save_figure(fig: Any, paths: Sequence[Path]) -> None:
+    """Write ``fig`` to every path (folders created) and close it."""
+    import matplotlib.pyplot as plt
+
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -91,12 +91,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lo", type=float, default=None, help="lowest value tried (default 1/16; capacity: 1/2)")
     p.add_argument("--hi", type=float, default=None, help="highest value tried (default 16; capacity: 8)")
     p.add_argument("--tol", type=float, default=None, help="stop when hi/lo <= 1 + tol (default 0.1; quick: 0.3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="wa and wb, tol 0.3, hi 8 (about 2-3 minutes on 2 cores)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
-    p.add_argument("--out", type=Path, default=None, help="default out/paper/goodput (capacity: goodput_capacity)")
     p.add_argument("--replot", action="store_true", help="redo tables and plot from the existing JSON")
-    p.add_argument("--img-dir", type=Path, default=None, help="also save the plot here (e.g. docs/img)")
+    c.add_run_args(p, "wa and wb, tol 0.3, hi 8 (about 2-3 minutes on 2 cores)", None,
+                   "default out/paper/goodput (capacity: goodput_capacity)")
     return p.parse_args(argv)
 
 
@@ -224,10 +221,7 @@ def plot(results: list[dict[str, Any]], paths: list[Path], ylabel: str = "load m
     axes[0][0].legend(fontsize=8)
     fig.suptitle("goodput (simulated; bars at the search's lower bound)", fontsize=10)
     fig.tight_layout()
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-    plt.close(fig)
+    c.save_figure(fig, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -32,11 +32,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default="wa,wb,wc", help="comma-separated scenarios")
     p.add_argument("--policies", default=",".join(c.PAPER_POLICIES))
     p.add_argument("--loads", default=None, help=f"comma-separated load multipliers (default {FULL_LOADS})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help=f"loads {QUICK_LOADS} only (about 2 minutes on 2 cores)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
-    p.add_argument("--out", type=Path, default=Path("out/paper/reproduce"))
-    p.add_argument("--img-dir", type=Path, default=None, help="also save the plots here (e.g. docs/img)")
+    c.add_run_args(p, f"loads {QUICK_LOADS} only (about 2 minutes on 2 cores)", Path("out/paper/reproduce"))
     return p.parse_args(argv)
 
 
@@ -126,10 +122,7 @@ def plot(rows: list[dict[str, Any]], workload: str, paths: list[Path]) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"workload {workload} (simulated; 30 x A10 + 50 x A100)", fontsize=10)
     fig.tight_layout()
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-    plt.close(fig)
+    c.save_figure(fig, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -33,11 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--policies", default=",".join(c.PAPER_POLICIES))
     p.add_argument("--scales", default=None, help=f"comma-separated load scales (default {FULL_SCALES})")
     p.add_argument("--limit", type=int, default=None, help="trace rows used (default 3500; quick: 1500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help=f"wa, scales {QUICK_SCALES}, 1,500 rows")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
-    p.add_argument("--out", type=Path, default=Path("out/paper/traces"))
-    p.add_argument("--img-dir", type=Path, default=None, help="also save the plots here (e.g. docs/img)")
+    c.add_run_args(p, f"wa, scales {QUICK_SCALES}, 1,500 rows", Path("out/paper/traces"))
     return p.parse_args(argv)
 
 
@@ -76,10 +72,7 @@ def plot(rows: list[dict[str, Any]], paths: list[Path]) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Azure LLM inference trace 2023 (conversation; CC-BY 4.0), simulated", fontsize=10)
     fig.tight_layout()
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=110)
-    plt.close(fig)
+    c.save_figure(fig, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:

@@ -94,6 +94,20 @@ def _validate(model: type[BaseModel], raw: Any) -> Any:
                        param=loc or None) from None
 
 
+def _checked_body(gw: Any, chat: bool, raw: Any) -> tuple[ChatBody | CompletionBody, int]:
+    """Validate an inference body (HTTP or batch line): its shape, its prompt, and that the
+    model exists and ``max_tokens`` fits its context. Returns the body and its prompt tokens."""
+    body: ChatBody | CompletionBody = _validate(ChatBody if chat else CompletionBody, raw)
+    try:
+        prompt = prompt_tokens(body)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="prompt") from None
+    param = "max_completion_tokens" if isinstance(body, ChatBody) and body.max_completion_tokens is not None \
+        else "max_tokens"
+    gw.check_model(body.model, prompt, body.limit, param)
+    return body, prompt
+
+
 async def _wait_disconnect(request: Request) -> None:
     """Returns when the client has gone away (the body is already read)."""
     while True:
@@ -236,15 +250,9 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
     async def infer(request: Request, chat: bool) -> Response:
         _check_key(request, cfg.auth.api_keys, "API")
         raw = await _read_json(request, cfg.limits.max_body_bytes)
-        body = _validate(ChatBody if chat else CompletionBody, raw)
+        body, prompt = _checked_body(gw, chat, raw)
         if body.stream_options is not None and not body.stream:
             raise APIError(400, "stream_options: only allowed with stream=true", param="stream_options")
-        try:
-            prompt = prompt_tokens(body)
-        except ValueError as exc:
-            raise APIError(400, str(exc), param="prompt") from None
-        param = "max_completion_tokens" if chat and body.max_completion_tokens is not None else "max_tokens"
-        gw.check_model(body.model, prompt, body.limit, param)
         cls = gw.resolve_class(body.slo_class, request.headers.get("x-qlm-slo-class"), body.service_tier)
         fwd = {k: v for k, v in raw.items() if k not in GATEWAY_FIELDS}
         adm = gw.admit(body.model, fwd, "chat" if chat else "completions", prompt, body.limit, cls,
@@ -386,13 +394,7 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
     async def _batch_once(item: BatchWorkItem) -> BatchResponse:
         chat = item.url == "/v1/chat/completions"
         try:
-            body = _validate(ChatBody if chat else CompletionBody, item.body)
-            try:
-                prompt = prompt_tokens(body)
-            except ValueError as exc:
-                raise APIError(400, str(exc), param="prompt") from None
-            param = "max_completion_tokens" if chat and body.max_completion_tokens is not None else "max_tokens"
-            gw.check_model(body.model, prompt, body.limit, param)
+            body, prompt = _checked_body(gw, chat, item.body)
             fwd = {k: v for k, v in item.body.items() if k not in GATEWAY_FIELDS}
             adm = gw.admit(body.model, fwd, "chat" if chat else "completions", prompt, body.limit, item.slo_class,
                            streaming=False, apply_rule=False,

@@ -30,12 +30,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qlm.api.batch.config import BatchConfig
+from qlm.config_file import read_yaml
 from qlm.domain.slo import DEFAULT_SLO_CLASSES, SLOClass
-from qlm.errors import ConfigError, pydantic_error_line
+from qlm.errors import ConfigError, validation_error
 from qlm.runtime.config import RuntimeConfig
 
 __all__ = [
@@ -228,22 +228,8 @@ def parse_gateway_config(raw: Any, source: str = "gateway config") -> GatewayCon
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        err = pydantic_error_line(source, exc)
-        reason = err.reason.removeprefix("Value error, ")
-        head, sep, rest = reason.partition(": ")
-        if sep and " " not in head and (err.field == "" or head.split(".")[0].replace("-", "_").isidentifier()):
-            field = f"{err.field}.{head}" if err.field and not head.startswith(err.field) else head
-            raise ConfigError(source, field, rest) from None
-        raise ConfigError(source, err.field, reason) from None
-
+        raise validation_error(source, exc) from None
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
     """Read and validate a YAML gateway config."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), "", f"invalid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_gateway_config(raw, str(p))
+    return parse_gateway_config(read_yaml(path), str(path))

@@ -61,19 +61,10 @@ class ChatBody(_Common):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class CompletionBody(_Body):
+class CompletionBody(_Common):
     """``POST /v1/completions`` (one prompt: a string or a list of token ids)."""
 
-    model: str = Field(min_length=1)
     prompt: str | list[int] | list[str] | list[list[int]]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int = Field(default=1, ge=1, le=1, description="one choice per request")
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    slo_class: str | None = Field(default=None, min_length=1)
-    service_tier: str | None = None
 
     @property
     def limit(self) -> int | None:

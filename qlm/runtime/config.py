@@ -26,10 +26,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from qlm.errors import ConfigError, pydantic_error_line
+from qlm.config_file import read_yaml
+from qlm.errors import ConfigError, validation_error
 
 
 class _Strict(BaseModel):
@@ -135,23 +135,8 @@ def parse_runtime_config(raw: Any, source: str = "runtime config") -> RuntimeCon
     try:
         return RuntimeConfig.model_validate(raw)
     except ValidationError as exc:
-        err = pydantic_error_line(source, exc)
-        # a validator's message may name a nested field itself ("engines.0.models.1.url: ...")
-        reason = err.reason.removeprefix("Value error, ")
-        head, sep, rest = reason.partition(": ")
-        if sep and (head.startswith("engines") or head.isidentifier()) and " " not in head:
-            field = f"{err.field}.{head}" if err.field and not head.startswith("engines") else head
-            raise ConfigError(source, field, rest) from None
-        raise ConfigError(source, err.field, reason) from None
-
+        raise validation_error(source, exc) from None
 
 def load_runtime_config(path: str | Path) -> RuntimeConfig:
     """Read and validate a YAML runtime config."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), "", f"invalid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_runtime_config(raw, str(p))
+    return parse_runtime_config(read_yaml(path), str(path))

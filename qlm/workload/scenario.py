@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from qlm.config_file import read_yaml
 from qlm.domain.slo import DEFAULT_SLO_CLASSES, SLOClass
 from qlm.errors import ConfigError, pydantic_error_line
 
@@ -208,12 +209,5 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ConfigError(
             name_or_path, "", f"no such scenario file (built-in: {', '.join(BUILTIN_SCENARIOS)})"
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(str(path), where, f"invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), "", f"cannot read ({exc})") from None
+    raw = read_yaml(path)
     return parse_scenario(raw, str(path))

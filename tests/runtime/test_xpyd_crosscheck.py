@@ -15,6 +15,7 @@ import pytest
 from qlm.runtime.emulator import free_port
 from qlm.runtime.vllm.sse import DONE, chunk_kind, parse_sse
 from tests.runtime.conftest import EmulatorFactory
+from tests.runtime.test_emulator import collapse
 
 XPYD = shutil.which("xpyd-sim")
 pytestmark = pytest.mark.skipif(XPYD is None, reason="xpyd-sim is not installed")
@@ -47,12 +48,6 @@ async def xpyd() -> AsyncIterator[str]:
         proc.wait(10)
 
 
-def collapse(kinds: list[str]) -> list[str]:
-    out: list[str] = []
-    for k in kinds:
-        if not out or out[-1] != k:
-            out.append(k)
-    return out
 
 
 async def events(url: str, path: str, body: dict[str, Any]) -> list[dict[str, Any] | str]:
