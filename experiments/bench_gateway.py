@@ -1,14 +1,20 @@
 """Gateway overhead: the same emulated vLLM engines measured directly, behind `qlm serve`, and
-behind vllm-router (PyPI, policy round_robin), with N concurrent streaming clients.
+behind vllm-router (PyPI, policy round_robin), in two modes.
 
-    python experiments/bench_gateway.py --engines 2 --concurrency 200 --duration 20 --speed 100 \
-        --out out/bench_gateway
+    python experiments/bench_gateway.py --out out/bench_gateway
 
-For each target it reports completed requests, request rate, and TTFT / end-to-end latency
-percentiles measured by the client; "added" latency is the target's percentile minus the direct
-one (the direct target is one emulator per client connection, round-robin by the client). The
-load generator, the emulators and the routers share this machine's cores, so the numbers
-include CPU contention between them; the machine is written into the report.
+- **latency** (open loop): requests arrive at a constant ``--rate`` for ``--duration`` seconds;
+  each streams ``--latency-max-tokens`` tokens from emulators running at ``--latency-speed``,
+  so about ``--concurrency`` streams are open at once (Little's law: rate x stream duration;
+  the measured mean is reported). The arrival schedule is the same for every target, and the
+  machine is not saturated, so target minus direct is the latency the hop adds.
+- **throughput** (closed loop): ``--concurrency`` clients send back-to-back short requests
+  (``--max-tokens``) to emulators at ``--speed``: the sustained request rate of each target
+  when the machine's cores are the bottleneck (the load generator, the emulators and the
+  router share them; in this mode latency is mostly queueing for CPU).
+
+"added" = the target's percentile minus the direct one. The client uses aiohttp; TTFT is the
+time to the first chunk with generated text. The machine is written into the report.
 """
 
 from __future__ import annotations
@@ -20,84 +26,77 @@ import itertools
 import json
 import os
 import platform
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
-import yaml
+
+from qlm.bench.local import LocalProcesses, router_path, static_gateway_config
 
 MODEL = "m"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient() as c:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                r = await c.get(url, timeout=1.0)
-                if r.status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout_s} s")
-
-
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    fh = log.open("wb")
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-async def one_request(
-    client: httpx.AsyncClient, base: str, max_tokens: int, headers: dict[str, str]
-) -> tuple[float, float] | None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello " * 20}],
-            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+async def one_request(session: aiohttp.ClientSession, base: str, max_tokens: int) -> tuple[float, float] | None:
+    """One streamed chat completion: (TTFT, end-to-end) in seconds, or None when it failed."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": max_tokens,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     ttft = None
+    done = False
     try:
-        async with client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=headers,
-                                 timeout=60.0) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
+        async with session.post(f"{base}/v1/chat/completions", json=body) as resp:
+            if resp.status != 200:
+                await resp.read()
                 return None
-            async for line in resp.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+            async for line in resp.content:
+                if not line.startswith(b"data: "):
                     continue
-                chunk = json.loads(line[6:])
-                if ttft is None and chunk.get("choices"):
-                    ttft = time.perf_counter() - t0
-    except httpx.HTTPError:
+                if line.startswith(b"data: [DONE]"):
+                    done = True
+                    continue
+                if ttft is None:
+                    choices = json.loads(line[6:]).get("choices") or []
+                    if choices and (choices[0].get("delta") or {}).get("content"):
+                        ttft = time.perf_counter() - t0
+    except (TimeoutError, aiohttp.ClientError):
         return None
-    if ttft is None:
+    if ttft is None or not done:
         return None
     return ttft, time.perf_counter() - t0
 
 
-async def load(bases: list[str], concurrency: int, duration_s: float, max_tokens: int,
-               headers: dict[str, str]) -> dict[str, float]:
-    """``concurrency`` closed-loop clients for ``duration_s``; returns latency statistics."""
+def _session(concurrency: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 50),
+                                 timeout=aiohttp.ClientTimeout(total=120.0))
+
+
+def _stats(ttfts: list[float], e2es: list[float], failed: int, wall: float) -> dict[str, float]:
+    t = np.array(ttfts) * 1000
+    e = np.array(e2es) * 1000
+
+    def pct(a: np.ndarray, q: float) -> float:
+        return float(np.percentile(a, q)) if len(a) else float("nan")
+
+    return {"completed": len(ttfts), "failed": failed, "rps": len(ttfts) / wall,
+            "ttft_p50_ms": pct(t, 50), "ttft_p99_ms": pct(t, 99), "e2e_p50_ms": pct(e, 50), "e2e_p99_ms": pct(e, 99),
+            "mean_open_streams": float(e.sum() / 1000 / wall) if len(e) else 0.0}
+
+
+async def closed_loop(bases: list[str], concurrency: int, duration_s: float, max_tokens: int) -> dict[str, float]:
+    """``concurrency`` clients back to back for ``duration_s``."""
     ttfts: list[float] = []
     e2es: list[float] = []
     failed = 0
     stop = time.perf_counter() + duration_s
     rr = itertools.cycle(bases)
-    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
-    async with httpx.AsyncClient(limits=limits) as client:
+    async with _session(concurrency) as session:
         async def worker() -> None:
             nonlocal failed
             while time.perf_counter() < stop:
-                res = await one_request(client, next(rr), max_tokens, headers)
+                res = await one_request(session, next(rr), max_tokens)
                 if res is None:
                     failed += 1
                 else:
@@ -107,98 +106,119 @@ async def load(bases: list[str], concurrency: int, duration_s: float, max_tokens
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    t = np.array(ttfts) * 1000
-    e = np.array(e2es) * 1000
-    return {
-        "completed": len(ttfts), "failed": failed, "rps": len(ttfts) / wall,
-        "ttft_p50_ms": float(np.percentile(t, 50)) if len(t) else float("nan"),
-        "ttft_p99_ms": float(np.percentile(t, 99)) if len(t) else float("nan"),
-        "e2e_p50_ms": float(np.percentile(e, 50)) if len(e) else float("nan"),
-        "e2e_p99_ms": float(np.percentile(e, 99)) if len(e) else float("nan"),
-    }
+    return _stats(ttfts, e2es, failed, wall)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, object]:
-    tmp = Path(tempfile.mkdtemp(prefix="qlm-bench-gw-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        emu_urls = []
-        for k in range(args.engines):
-            port = free_port()
-            procs.append(start([sys.executable, "-m", "qlm", "emulate", "--model", MODEL, "--gpu", "A100-80G",
-                                "--port", str(port), "--speed", str(args.speed)], tmp / f"emu{k}.log"))
-            emu_urls.append(f"http://127.0.0.1:{port}")
-        for u in emu_urls:
-            await wait_ready(f"{u}/health")
-        results: dict[str, dict[str, float]] = {}
-        targets: list[tuple[str, list[str]]] = [("direct", emu_urls)]
+async def open_loop(bases: list[str], rate: float, duration_s: float, max_tokens: int,
+                    concurrency: int) -> dict[str, float]:
+    """Arrivals every ``1 / rate`` seconds for ``duration_s`` (the same schedule for every target)."""
+    ttfts: list[float] = []
+    e2es: list[float] = []
+    failed = 0
+    rr = itertools.cycle(bases)
+    n = int(rate * duration_s)
+    async with _session(concurrency * 2) as session:
+        async def one(base: str) -> None:
+            nonlocal failed
+            res = await one_request(session, base, max_tokens)
+            if res is None:
+                failed += 1
+            else:
+                ttfts.append(res[0])
+                e2es.append(res[1])
 
-        gw_port = free_port()
-        cfg = {
-            "policy": args.policy,
-            "runtime": {"launcher": "static", "speed": args.speed, "engines": [
-                {"id": f"e{k}", "gpu": "A100-80G", "sleep_mode": False,
-                 "models": [{"model": MODEL, "url": u, "profile": "mistral-7b"}]}
-                for k, u in enumerate(emu_urls)]},
-        }
-        cfg_path = tmp / "gateway.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg))
-        procs.append(start([sys.executable, "-m", "qlm", "serve", "--config", str(cfg_path), "--port", str(gw_port)],
-                           tmp / "gateway.log"))
-        await wait_ready(f"http://127.0.0.1:{gw_port}/ready")
-        targets.append(("qlm serve", [f"http://127.0.0.1:{gw_port}"]))
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(next(rr))))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+    return _stats(ttfts, e2es, failed, wall)
 
-        router = shutil.which("vllm-router")
-        if router is not None and not args.no_router:
-            r_port = free_port()
-            procs.append(start([router, "--host", "127.0.0.1", "--port", str(r_port), "--policy", "round_robin",
-                                "--worker-urls", *emu_urls], tmp / "router.log"))
-            with contextlib.suppress(RuntimeError):
-                await wait_ready(f"http://127.0.0.1:{r_port}/health", timeout_s=30)
-                targets.append(("vllm-router", [f"http://127.0.0.1:{r_port}"]))
-        for name, bases in targets:
-            print(f"{name}: {args.concurrency} streams for {args.duration} s ...", flush=True)
-            await load(bases, min(args.concurrency, 8), 2.0, args.max_tokens, {})  # warm-up
-            results[name] = await load(bases, args.concurrency, args.duration, args.max_tokens, {})
-            print(f"  {results[name]}", flush=True)
-        return {"results": results, "engines": args.engines, "concurrency": args.concurrency,
-                "speed": args.speed, "max_tokens": args.max_tokens, "duration_s": args.duration,
-                "router_found": router is not None}
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, 15)
-        for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=10)
+
+async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: float, mode: str
+                      ) -> dict[str, dict[str, float]]:
+    emu_urls = await procs.emulators(args.engines, MODEL, prefix=f"{mode}-emu", gpu="A100-80G", speed=speed)
+    targets: list[tuple[str, list[str]]] = [("direct", emu_urls)]
+    cfg = static_gateway_config(emu_urls, MODEL, gpu="A100-80G", speed=speed, policy=args.policy,
+                                profile="mistral-7b", scheduling_policy="fcfs")
+    targets.append(("qlm serve", [await procs.gateway(cfg, name=f"{mode}-gateway")]))
+    if router_path() is not None and not args.no_router:
+        with contextlib.suppress(RuntimeError):
+            targets.append(("vllm-router", [await procs.router(emu_urls, name=f"{mode}-router")]))
+    out: dict[str, dict[str, float]] = {}
+    for name, bases in targets:
+        await closed_loop(bases, 8, 2.0, args.max_tokens)  # warm-up: connections, caches
+        if mode == "latency":
+            print(f"[latency] {name}: {args.rate:g} req/s x {args.duration:g} s, "
+                  f"{args.latency_max_tokens} tokens at speed {speed:g} ...", flush=True)
+            out[name] = await open_loop(bases, args.rate, args.duration, args.latency_max_tokens, args.concurrency)
+        else:
+            print(f"[throughput] {name}: {args.concurrency} closed-loop streams x {args.duration:g} s ...", flush=True)
+            out[name] = await closed_loop(bases, args.concurrency, args.duration, args.max_tokens)
+        print(f"  {out[name]}", flush=True)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for mode in args.modes:
+        with LocalProcesses(Path(tempfile.mkdtemp(prefix=f"qlm-bench-gw-{mode}-"))) as procs:
+            speed = args.latency_speed if mode == "latency" else args.speed
+            results[mode] = await run_targets(args, procs, speed, mode)
+    return results
+
+
+def table(res: dict[str, dict[str, float]], mode: str) -> list[str]:
+    base = res["direct"]
+    lines = ["| target | completed | failed | req/s | mean open streams | TTFT p50 ms | TTFT p99 ms | "
+             "added p50 ms | added p99 ms | req/s vs vllm-router |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    router = res.get("vllm-router")
+    for name, r in res.items():
+        ratio = f"{r['rps'] / router['rps']:.2f}" if router and router["rps"] else "-"
+        lines.append(f"| {name} | {r['completed']} | {r['failed']} | {r['rps']:.1f} | {r['mean_open_streams']:.0f} | "
+                     f"{r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} | "
+                     f"{r['ttft_p50_ms'] - base['ttft_p50_ms']:+.1f} | "
+                     f"{r['ttft_p99_ms'] - base['ttft_p99_ms']:+.1f} | {ratio} |")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", type=int, default=2)
-    ap.add_argument("--concurrency", type=int, default=200)
-    ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--speed", type=float, default=100.0, help="emulator time compression")
-    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--modes", default="latency,throughput", help="latency, throughput or both")
+    ap.add_argument("--concurrency", type=int, default=200, help="open streams (latency: the target)")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds per target")
+    ap.add_argument("--rate", type=float, default=100.0, help="latency mode: arrivals per second")
+    ap.add_argument("--latency-speed", type=float, default=1.0, help="latency mode: emulator time compression")
+    ap.add_argument("--latency-max-tokens", type=int, default=128, help="latency mode: tokens per stream")
+    ap.add_argument("--speed", type=float, default=100.0, help="throughput mode: emulator time compression")
+    ap.add_argument("--max-tokens", type=int, default=16, help="throughput mode: tokens per request")
     ap.add_argument("--policy", default="qlm")
     ap.add_argument("--no-router", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("out/bench_gateway"))
     args = ap.parse_args()
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in args.modes if m not in ("latency", "throughput")]
+    if bad:
+        ap.error(f"--modes: unknown mode(s) {bad}; known: latency, throughput")
     doc = asyncio.run(main_async(args))
-    res = doc["results"]
-    assert isinstance(res, dict)
-    base = res["direct"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = [f"Machine: {machine}; {args.engines} emulated A100 engines at speed {args.speed}, "
-             f"{args.concurrency} concurrent streams, max_tokens {args.max_tokens}, {args.duration} s per target.", "",
-             "| target | completed | failed | req/s | TTFT p50 ms | TTFT p99 ms | added p50 ms | added p99 ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, r in res.items():
-        lines.append(f"| {name} | {r['completed']} | {r['failed']} | {r['rps']:.1f} | {r['ttft_p50_ms']:.1f} | "
-                     f"{r['ttft_p99_ms']:.1f} | {r['ttft_p50_ms'] - base['ttft_p50_ms']:.1f} | "
-                     f"{r['ttft_p99_ms'] - base['ttft_p99_ms']:.1f} |")
+    lines = [f"Machine: {machine}; {args.engines} emulated A100 engines (mistral-7b profile); "
+             f"policy {args.policy}; {args.duration:g} s per target.", ""]
+    if "latency" in doc:
+        lines += [f"Latency (open loop): {args.rate:g} req/s, {args.latency_max_tokens} tokens per stream, "
+                  f"emulators at speed {args.latency_speed:g}.", "", *table(doc["latency"], "latency"), ""]
+    if "throughput" in doc:
+        lines += [f"Throughput (closed loop): {args.concurrency} streams, {args.max_tokens} tokens per request, "
+                  f"emulators at speed {args.speed:g}.", "", *table(doc["throughput"], "throughput"), ""]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_gateway.json").write_text(json.dumps({"machine": machine, **doc}, indent=2))
+    (args.out / "bench_gateway.json").write_text(json.dumps({"machine": machine, "args": {
+        k: v for k, v in vars(args).items() if k != "out"}, "results": doc}, indent=2, default=str))
     (args.out / "bench_gateway.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -148,6 +148,16 @@ def _register_serve() -> None:
 _register_serve()
 
 
+def _register_bench() -> None:
+    from qlm.bench.cli import bench
+
+    app.command(help="Load an OpenAI-compatible endpoint with a scenario's timed requests; TTFT, TPOT, "
+                     "goodput and SLO attainment per class.")(bench)
+
+
+_register_bench()
+
+
 def _snapshot_writer(folder: Path) -> Any:
     """A callback writing each solver input as ``folder/epoch-NNNNN.json`` (for ``qlm solve``)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,16 @@ Variants (all on the same workload and seed):
 - ``qlm``: the full policy (MILP planner, eviction, load balancing, swapping, sleep mode);
 - ``no-eviction``: ``evict_below=0`` (the estimator never triggers an eviction);
 - ``no-balancing``: ``balance=False`` (no stealing across virtual queues);
+- ``no-swapping``: ``swapping=False`` (a group only goes to an instance already running its model);
+- ``no-pull-limit``: ``pull_limit=False`` (virtual-queue heads are dispatched without the batch-capacity
+  limit, so the engines' own queues hold the backlog);
 - ``greedy-planner``: ``qlm-greedy`` (swap-aware greedy EDF instead of the MILP);
 - ``cold-restarts``: qlm on the scenario with ``sleep_mode: false`` in every pool (a model
   swap reloads weights from disk instead of waking a sleeping engine);
 - ``fcfs`` and ``fcfs-cold``: the vLLM-as-deployed baseline on both scenario variants.
 
-Not switchable in the policy, hence not run (reported as such in the tables): model swapping
-off, request-pulling limits off, and the paper's mean-only RWT estimator in place of ours.
+Not switchable in the policy, hence not run (reported as such in the tables): the paper's
+mean-only RWT estimator in place of ours for planning.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool, str]] = {
     "qlm": ("qlm", {}, False, "nothing (full policy)"),
     "no-eviction": ("qlm", {"evict_below": 0.0}, False, "request eviction"),
     "no-balancing": ("qlm", {"balance": False}, False, "load balancing"),
+    "no-swapping": ("qlm", {"swapping": False}, False, "model swapping (groups wait for their model)"),
+    "no-pull-limit": ("qlm", {"pull_limit": False}, False, "request-pulling limits (engines queue the backlog)"),
     "greedy-planner": ("qlm-greedy", {}, False, "MILP global scheduler (greedy EDF planner instead)"),
     "cold-restarts": ("qlm", {}, True, "vLLM sleep mode (swaps are cold restarts)"),
     "fcfs": ("fcfs", {}, False, "baseline"),
@@ -41,9 +46,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool, str]] = {
 }
 
 NOT_AVAILABLE = [
-    ("model swapping off", "QLMPolicy has no switch: it always swaps when a virtual-queue head needs another model "
-     "(EDFPolicy(swapping=False) exists, but only for the edf baseline)"),
-    ("request-pulling limits off", "QLMPolicy has no switch: pulling always stops at the estimator's batch capacity"),
     ("paper's mean-only RWT estimator", "QLMPolicy cannot plan with it: RWTEstimator.baseline_wait is only "
      "recorded per request (pred_wait_base_s) for the accuracy report"),
 ]

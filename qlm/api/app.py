@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -42,7 +43,7 @@ from qlm.api.batch import BatchAPIError, BatchResponse, BatchWorkItem
 from qlm.api.batch.router import batch_router
 from qlm.api.config import GatewayConfig
 from qlm.api.errors import APIError, error_body, sse_error
-from qlm.api.gateway import Admitted, Gateway
+from qlm.api.gateway import NO_ENGINE, Admitted, Gateway
 from qlm.api.schemas import GATEWAY_FIELDS, ChatBody, CompletionBody, prompt_tokens
 from qlm.runtime.view import InstanceState
 from qlm.runtime.vllm.stream import StreamEnd
@@ -124,6 +125,9 @@ def _end_error(end: StreamEnd) -> APIError:
                             code="no_engine")
         return APIError(429, f"request rejected under overload: {reason}", code="rejected",
                         headers={"Retry-After": "1"})
+    if reason.startswith(NO_ENGINE):
+        return APIError(503, f"no engine can serve this request now: {reason}", type="service_unavailable",
+                        code="no_engine")
     return APIError(503, f"the request failed on its engine: {reason}", type="service_unavailable",
                     code="engine_error")
 
@@ -175,7 +179,7 @@ class _Framer:
                                "created": self.created, "model": self.model, "choices": [choice]}
         if self.include_usage:
             obj["usage"] = None
-        return f"data: {json.dumps(obj)}\n\n"
+        return f"data: {orjson.dumps(obj).decode()}\n\n"
 
     def role(self) -> str:
         return self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
@@ -190,7 +194,7 @@ class _Framer:
     def usage(self, end: StreamEnd) -> str:
         obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                "created": self.created, "model": self.model, "choices": [], "usage": _usage(end)}
-        return f"data: {json.dumps(obj)}\n\n"
+        return f"data: {orjson.dumps(obj).decode()}\n\n"
 
     def whole(self, text: str, end: StreamEnd) -> dict[str, Any]:
         if self.chat:
@@ -300,7 +304,9 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
                 if not started and framer.chat:
                     yield framer.role()
                 started = True
-                yield framer.text(chunk.text)
+                more = adm.stream.ready()  # fell behind: one write for every chunk waiting
+                yield framer.text(chunk.text) if not more else "".join(
+                    [framer.text(chunk.text), *(framer.text(c.text) for c in more)])
             end = adm.stream.end
             assert end is not None
             if not end.ok:

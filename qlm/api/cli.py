@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 __all__ = ["serve"]
+
+
+class _StartError(Exception):
+    """The gateway could not start (engines unreachable, launcher failure): one line."""
 
 
 def serve(
@@ -18,6 +24,7 @@ def serve(
         help="Batch API state (SQLite, WAL) in this directory; batches resume on restart")] = None,
     database_url: Annotated[str | None, typer.Option(
         help="Batch API state in this SQLAlchemy database (e.g. postgresql+psycopg://...)")] = None,
+    access_log: Annotated[bool, typer.Option(help="log every HTTP request (costs CPU at high rates)")] = False,
 ) -> None:
     """Serve the OpenAI-compatible, SLO-aware gateway (no config: an emulated cluster)."""
     import uvicorn
@@ -25,6 +32,7 @@ def serve(
 
     from qlm.api.app import create_app
     from qlm.api.config import BatchSettings, GatewayConfig, load_gateway_config
+    from qlm.api.gateway import Gateway
     from qlm.cli import fail
     from qlm.errors import ConfigError, pydantic_error_line
 
@@ -50,6 +58,28 @@ def serve(
     typer.echo(f"qlm gateway on http://{host}:{port}/v1 (policy {cfg.policy}, "
                f"{'embedded emulated cluster' if cfg.runtime is None else f'{len(cfg.runtime.engines)} engines'})",
                err=True)
+    if cfg.runtime is not None:
+        typer.echo(f"waiting up to {cfg.runtime.ready_timeout_s:g} s for the engines to be ready ...", err=True)
     if cfg.batch.enabled:
         typer.echo(f"batch API state: {cfg.batch.database_url or cfg.batch.data_dir}", err=True)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    gateway = Gateway(cfg)
+    server = uvicorn.Server(uvicorn.Config(create_app(gateway=gateway), host=host, port=port, log_level="info",
+                                           access_log=access_log, timeout_graceful_shutdown=5))
+
+    async def run() -> None:
+        # engines first, outside the ASGI lifespan: a start-up failure is one line, not a traceback
+        try:
+            await gateway.start()
+        except Exception as exc:  # noqa: BLE001 - any start-up failure ends the command
+            with contextlib.suppress(Exception):
+                await gateway.stop()
+            raise _StartError(f"cannot start the gateway: {type(exc).__name__}: {exc}") from None
+        await server.serve()
+
+    try:
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(run())
+    except _StartError as exc:
+        fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        pass

@@ -39,6 +39,8 @@ from qlm.api.errors import APIError
 from qlm.api.metrics import GatewayMetrics
 from qlm.domain.request import Request, RequestState
 from qlm.policies import registry
+from qlm.runtime.control import ControlListener
+from qlm.runtime.events import EngineEvent, InstanceDown
 from qlm.runtime.launcher import (
     EmulatedEngineSpec,
     EmulatedLauncher,
@@ -52,7 +54,10 @@ from qlm.runtime.vllm.stream import RequestStream
 
 log = logging.getLogger("qlm.api")
 
-__all__ = ["Admitted", "Gateway"]
+__all__ = ["NO_ENGINE", "Admitted", "Gateway"]
+
+NO_ENGINE = "no engine"
+"""Prefix of the failure reason of requests that no live engine can serve."""
 
 _MAX_TRACKED = 100_000
 
@@ -68,6 +73,28 @@ class Admitted:
     requested_class: str
     est_wait_s: float | None
     p_meet: float | None
+
+
+class _FailWhenNoEngine(ControlListener):
+    """When an engine goes down and no live engine can serve a model any more, the queued
+    requests of that model fail at once (HTTP 503, code ``no_engine``) instead of waiting with
+    no end in sight; batch lines are retried by the batch runner, so none is lost."""
+
+    def __init__(self, rt: RuntimeLoop) -> None:
+        self.rt = rt
+
+    def on_event(self, event: EngineEvent) -> None:
+        if not isinstance(event, InstanceDown):
+            return
+        control = self.rt.control
+        live = {m for i in control.instances.values() if i.state is not InstanceState.DOWN for m in i.profiles}
+        doomed = [r.id for r in control.queue.values() if r.model not in live]
+        if doomed:  # after the control plane finished handling this event
+            asyncio.get_running_loop().call_soon(self._fail, doomed)
+
+    def _fail(self, ids: list[str]) -> None:
+        for rid in ids:
+            self.rt.cancel(rid, f"{NO_ENGINE}: every engine able to serve its model is down")
 
 
 class Gateway:
@@ -92,7 +119,10 @@ class Gateway:
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """Start engines (per the config) and the runtime; returns once they are ready."""
+        """Start engines (per the config) and the runtime; returns once they are ready. A
+        no-op when already started (``qlm serve`` starts it before the HTTP server)."""
+        if self.rt is not None:
+            return
         cfg = self.config
         rc = cfg.runtime
         if rc is None:
@@ -124,6 +154,7 @@ class Gateway:
             await self._stop_launcher()
             raise
         self.metrics.attach(self.rt.control)
+        self.rt.control.listeners.append(_FailWhenNoEngine(self.rt))
         if cfg.batch.enabled:
             try:
                 self.batch_store = await asyncio.to_thread(BatchStore(cfg.batch.store_config()).open)

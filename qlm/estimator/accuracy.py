@@ -56,9 +56,11 @@ def accuracy_block(
     - ``wait_median_abs_error_s``: median absolute error over all requests with a first token;
     - ``p_meet_calibration_error``: count-weighted mean |predicted - observed| over 10 bins of
       ``p_meet`` (expected calibration error); a request without a first token is a miss;
+    - ``breakdown``: per (SLO class, ``meta["pred_path"]``) over the same requests: count,
+      median APE, median wait, median predicted / actual;
     - ``baseline``: the same figures for the mean-only estimator.
     """
-    pred, base, true, pm, hit = [], [], [], [], []
+    pred, base, true, pm, hit, path, cls_ = [], [], [], [], [], [], []
     for r in requests:
         if "pred_wait_s" not in r.meta:
             continue
@@ -71,11 +73,20 @@ def accuracy_block(
         pred.append(float(r.meta["pred_wait_s"]))  # type: ignore[arg-type]
         base.append(float(r.meta.get("pred_wait_base_s", np.nan)))  # type: ignore[arg-type]
         true.append(w)
+        path.append(str(r.meta.get("pred_path", "queue")))
+        cls_.append(r.slo_class)
     p, b, t = np.array(pred), np.array(base), np.array(true)
     pmv, hv = np.array(pm), np.array(hit, dtype=float)
     long = t >= min_wait_s
     ours = _ape_stats(p[long], t[long])
     theirs = _ape_stats(b[long], t[long])
+    breakdown = []  # where the error is: per (SLO class, prediction path), waits >= min_wait_s
+    for key in sorted({(c, q) for c, q, lg in zip(cls_, path, long, strict=True) if lg}):
+        m = long & (np.array(cls_) == key[0]) & (np.array(path) == key[1])
+        st = _ape_stats(p[m], t[m])
+        breakdown.append({"slo_class": key[0], "path": key[1], "count": int(m.sum()),
+                          "wait_mape": st["median_ape"], "median_wait_s": float(np.median(t[m])),
+                          "median_ratio": float(np.median(p[m] / t[m]))})
     bins = reliability(pmv, hv) if len(pmv) else []
     n = max(1, len(pmv))
     ece = sum(x["count"] * abs(x["p_mean"] - x["observed"]) for x in bins) / n if bins else None
@@ -88,6 +99,7 @@ def accuracy_block(
             "predicted": len(pmv),
             "waited_ge_1s": int(long.sum()),
             "reliability": bins,
+            "breakdown": breakdown,
             "baseline": {
                 "wait_mape": theirs["median_ape"],
                 "wait_mean_ape": theirs["mean_ape"],

@@ -2,14 +2,23 @@
 
 Each key keeps a bounded window of the latest observed output lengths (completions reported by
 ``Finished`` events) and falls back, in order, to the model-level window and then to a
-log-normal prior from configuration. The distribution is exposed as a quantile function, so
+log-normal prior from configuration.
+
+Completions enter the window in the order the requests *started* (first token), not in the
+order they end: a completion waits until every request of its key that started before it has
+ended (:meth:`OutputLengthModel.start` / :meth:`~OutputLengthModel.observe` with the request
+id / :meth:`~OutputLengthModel.cancel`). Otherwise the first completions of a burst are its
+shortest requests (survivorship bias: with 2,000 long reports started together, the first 30
+to end have a 80th percentile of 790 tokens against 1,870 for all of them), and every
+decision taken on the window (the pulling rule's KV budget, predicted waits) swings when it
+replaces the prior. The distribution is exposed as a quantile function, so
 the estimator can draw common random numbers (``u`` in (0, 1)) for capped and conditional
 (residual) lengths without rejection sampling.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,10 +95,54 @@ class OutputLengthModel:
         self._by_model: dict[str, _Window] = {}
         self._moments: dict[tuple[str, str], tuple[float, float]] = {}
         self._tails: dict[tuple[str, str, float], float] = {}
+        # started requests per key, in start order: id -> length once ended (None: running)
+        self._started: dict[tuple[str, str], OrderedDict[str, float | None]] = {}
+        self._key_of: dict[str, tuple[str, str]] = {}
 
     # ---- learning -----------------------------------------------------------------------
-    def observe(self, model: str, slo_class: str, tokens: int) -> None:
+    def start(self, model: str, slo_class: str, request_id: str) -> None:
+        """A request of ``(model, slo_class)`` started (first token): its completion, and
+        those of requests started after it, wait for it to end before entering the window."""
+        if request_id in self._key_of:
+            return
+        key = (model, slo_class)
+        self._started.setdefault(key, OrderedDict())[request_id] = None
+        self._key_of[request_id] = key
+
+    def cancel(self, request_id: str) -> None:
+        """A started request stopped without completing (aborted, evicted): it no longer
+        holds back the completions after it."""
+        key = self._key_of.pop(request_id, None)
+        if key is not None:
+            self._started[key].pop(request_id, None)
+            self._release(key)
+
+    def observe(self, model: str, slo_class: str, tokens: int, request_id: str | None = None) -> None:
+        """Record a completion. With the ``request_id`` of a started request, it enters the
+        window once every request started before it has ended; otherwise at once."""
         x = float(max(1, tokens))
+        key = self._key_of.get(request_id) if request_id is not None else None
+        if key is None:
+            self._add(model, slo_class, x)
+            return
+        self._started[key][request_id] = x  # type: ignore[index]
+        self._release(key)
+
+    def pending(self, model: str, slo_class: str) -> int:
+        """Completions held back behind requests that started earlier and still run."""
+        return sum(1 for v in self._started.get((model, slo_class), {}).values() if v is not None)
+
+    def _release(self, key: tuple[str, str]) -> None:
+        started = self._started[key]
+        while started:
+            rid, x = next(iter(started.items()))
+            if x is None:
+                return
+            started.popitem(last=False)
+            del self._key_of[rid]
+            self._add(key[0], key[1], x)
+
+    def _add(self, model: str, slo_class: str, x: float) -> None:
         self._by_key.setdefault((model, slo_class), _Window(self.window)).add(x)
         self._by_model.setdefault(model, _Window(self.window)).add(x)
         self._moments.clear()

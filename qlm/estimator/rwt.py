@@ -3,11 +3,17 @@
 It combines the output-length model (:mod:`qlm.estimator.lengths`), the service-rate model
 (:mod:`qlm.estimator.service`) and the queueing arithmetic (:mod:`qlm.estimator.waiting`)
 over what :class:`~qlm.runtime.view.InstanceView` shows: the running batch (``outstanding``),
-the active model, its residency and swap costs. Two kinds of query:
+the active model, its residency and swap costs. Queries:
 
+- :meth:`RWTEstimator.dispatch_wait`: a request dispatched to an engine now; its wait is the
+  engine's chunked prefill, replayed step by step (:mod:`qlm.estimator.prefill`).
+- :meth:`RWTEstimator.replay_wait` / :meth:`~RWTEstimator.resume_wait`: a request left in the
+  control-plane queue under load balancing; a replay of the pulling rule over the pool
+  (:mod:`qlm.estimator.dispatch`), then its engine's prefill.
 - :meth:`RWTEstimator.queue_waits`: the sampled first-token time of every request of one
   instance's virtual queue (running batch, then queued requests in order, model swaps where
-  the model changes). Cost: one fixed-point list schedule over ``samples`` scenarios.
+  the model changes); the prediction without load balancing. Cost: one fixed-point list
+  schedule over ``samples`` scenarios.
 - :meth:`RWTEstimator.group_service`: mean and std of the time a whole group occupies each
   instance (``size * E[out] * tau / B``, Normal by the CLT), vectorised over every
   (group, instance) pair, for the planner.
@@ -21,20 +27,23 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
 
 from qlm.domain.request import Request
+from qlm.estimator.dispatch import DispatchReplay, Job, Member, Stream, Taken
 from qlm.estimator.lengths import LengthPrior, OutputLengthModel
+from qlm.estimator.prefill import prefill_done
 from qlm.estimator.service import ServiceRateModel, StepTimes
 from qlm.estimator.waiting import Segment, WaitSamples, queue_starts
 from qlm.perf.swap_model import Residency
-from qlm.runtime.events import EngineEvent, Finished
+from qlm.runtime.events import Aborted, EngineEvent, Finished, FirstToken
 from qlm.runtime.view import ClusterView, InstanceState, InstanceView
 
-__all__ = ["EstimatorConfig", "GroupLoad", "RWTEstimator"]
+__all__ = ["EstimatorConfig", "GroupLoad", "PoolMember", "RWTEstimator"]
+
+_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0  # stratified draws: u_k = frac(a + k * golden)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +60,6 @@ class EstimatorConfig:
     seed: int = 0
     n_clt: int = 30
     exact_jobs: int | None = None
-    release_cache_s: float = 2.0  # reuse an instance's slot-release samples (time-shifted) this long
-    # while its in-flight count moved by at most 10%
     prompt_prior: float = 600.0
     prompt_alpha: float = 0.02
     length_prior: LengthPrior = LengthPrior()
@@ -61,7 +68,10 @@ class EstimatorConfig:
     online_service: bool = True
     kv_quantile: float = 0.8
     rate_window_s: float = 10.0  # arrival rates per (model, class) over this window
-    model_sd: float = 0.1  # log-normal spread of pooled predictions (model error)
+    model_sd: float = 0.1  # log-normal spread of predictions (model error)
+    join_window_s: float = 2.0  # an engine's recent dispatch rate, for prompts joining a step
+    replay_cache_s: float = 1.0  # resume a dispatch replay for later arrivals of a group this long
+    replays: int = 2  # dispatch-replay scenarios per prediction (drawn lengths shifted between them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,33 @@ class GroupLoad:
     model: str
     slo_class: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    """An instance that serves (or will serve) a model under load balancing, as the policy
+    sees it: ``own`` indices of its virtual queue's groups of the model (into the groups
+    given with it), ``leaves``: its queue goes on with another model after them (it takes
+    nothing more), ``ready_s``: seconds until it takes work (waking with the model),
+    ``pinned``: the groups of ``own`` that stay with it when the policy replans (those it
+    has started; None: all)."""
+
+    inst: InstanceView
+    own: tuple[int, ...] = ()
+    leaves: bool = False
+    ready_s: float = 0.0
+    pinned: tuple[int, ...] | None = None
+
+
+@dataclass(slots=True)
+class _ReplayCache:
+    key: object
+    t0: float
+    replays: list[DispatchReplay]
+    group: str | None
+    index: dict[str, int]
+    ids: set[str]
+    members: Sequence[PoolMember]
 
 
 class RWTEstimator:
@@ -86,15 +123,19 @@ class RWTEstimator:
         self.lengths = OutputLengthModel(
             cfg.length_prior, window=cfg.length_window, min_obs=cfg.length_min_obs
         )
-        self.service = ServiceRateModel()
+        self.service = ServiceRateModel()  # the planner's: model-level mean lengths
+        self.batch_service = ServiceRateModel()  # per running batch: its own mix of lengths
         self._prompt: dict[str, float] = {}
         self._prompt_cls: dict[tuple[str, str], float] = {}
         u = np.random.default_rng(cfg.seed).random((cfg.samples, 4096))
         self._u = u  # common random numbers, columns recycled cyclically
-        self._release_cache: dict[str, tuple[object, float, np.ndarray, int]] = {}
-        self._pool_cache: dict[str, tuple[object, float, int, tuple[Any, ...]]] = {}
         self._arrivals: dict[tuple[str, str], deque[float]] = {}
-        # standard normals (one per sample) for the model-error spread of pooled predictions
+        self._boundary: dict[str, float] = {}
+        self._replay: dict[str, _ReplayCache] = {}
+        self._free_at: dict[str, tuple[object, float]] = {}
+        self._first_arrival: dict[tuple[str, str], float] = {}
+        self._speed: dict[str, float] = {}  # last step end an engine reported (event time)
+        # standard normals (one per sample) for the model-error spread of replayed predictions
         self._z = ndtri((np.arange(cfg.samples) + 0.5) / cfg.samples)
 
     # ---- learning -----------------------------------------------------------------------
@@ -105,6 +146,7 @@ class RWTEstimator:
 
     def observe_arrival(self, request: Request) -> None:
         self._arrivals.setdefault((request.model, request.slo_class), deque()).append(request.arrival_s)
+        self._first_arrival.setdefault((request.model, request.slo_class), request.arrival_s)
         a = self.config.prompt_alpha
         p = request.prompt_tokens
         old = self._prompt.get(request.model, self.config.prompt_prior)
@@ -114,13 +156,24 @@ class RWTEstimator:
         self._prompt_cls[key] = (1 - a) * old + a * p
 
     def observe(self, event: EngineEvent, view: ClusterView) -> None:
-        """Learn from a completion: its output length, and its TPOT against the prediction."""
+        """Learn from a completion: its output length (in start order, see
+        :class:`~qlm.estimator.lengths.OutputLengthModel`), and its TPOT against the
+        prediction."""
+        if isinstance(event, FirstToken | Finished):
+            self._boundary[event.instance_id] = max(event.t, self._boundary.get(event.instance_id, event.t))
+        if isinstance(event, FirstToken | Aborted):
+            r = view.requests.get(event.request_id)
+            if r is not None and isinstance(event, FirstToken):
+                self.lengths.start(r.model, r.slo_class, r.id)
+            elif r is not None:
+                self.lengths.cancel(r.id)
+            return
         if not isinstance(event, Finished):
             return
         r = view.requests.get(event.request_id)
         if r is None:
             return
-        self.lengths.observe(r.model, r.slo_class, r.generated_tokens)
+        self.lengths.observe(r.model, r.slo_class, r.generated_tokens, r.id)
         inst = view.instances.get(event.instance_id)
         if (
             not self.config.online_service
@@ -133,10 +186,11 @@ class RWTEstimator:
         prof = inst.profiles.get(r.model)
         if prof is None:
             return
-        occ = len(inst.outstanding) + 1
-        st = self.step_times(inst, r.model, occ, corrected=False)
         observed = (event.t - r.first_token_s) / (r.generated_tokens - 1)
+        st = self.step_times(inst, r.model, len(inst.outstanding) + 1, corrected=False)
         self.service.observe_tpot(inst.id, r.model, observed, st.tau_s)
+        st = self.mix_step_times(inst, r.model, [*inst.outstanding.values(), r], corrected=False)
+        self.batch_service.observe_tpot(inst.id, r.model, observed, st.tau_s)
 
     # ---- building blocks ----------------------------------------------------------------
     def mean_prompt(self, model: str, slo_class: str | None = None) -> float:
@@ -199,6 +253,17 @@ class RWTEstimator:
             return 0, b
         return int(self.slot_weights(inst, inst.active_model, b).sum()), b
 
+    @staticmethod
+    def can_serve(inst: InstanceView, r: Request) -> bool:
+        """Whether ``inst``'s engine can run ``r`` at all: its prompt (and the tokens it
+        generated before an eviction) is shorter than the model's context and fits the KV
+        cache with one token to spare (an engine refuses it otherwise)."""
+        prof = inst.profiles.get(r.model)
+        if prof is None:
+            return False
+        context = r.prompt_tokens + r.generated_tokens
+        return context < prof.model.max_model_len and context + 1 <= prof.kv_capacity_tokens
+
     def admits(self, inst: InstanceView, r: Request, held_tokens: float, held: int) -> bool:
         """Whether ``inst`` should take ``r`` now, holding ``held`` requests whose projected
         KV is ``held_tokens``: under ``max_num_seqs`` and within the KV cache."""
@@ -225,25 +290,45 @@ class RWTEstimator:
             inst.id, inst.profiles[model], b, prompt, mean_out, corrected=corrected
         )
 
+    def mix_step_times(
+        self, inst: InstanceView, model: str, reqs: Sequence[Request], *, corrected: bool = True
+    ) -> StepTimes:
+        """Step times of a running batch ``reqs``: its size, and its mix (the mean prompt of
+        its requests, the mean expected output of their classes), so that a batch of long
+        reports reads the KV context it really holds."""
+        if reqs:
+            prompt = sum(r.prompt_tokens + r.generated_tokens for r in reqs) / len(reqs)
+            out = sum(self.lengths.mean_var(r.model, r.slo_class)[0] for r in reqs) / len(reqs)
+        else:
+            prompt, out = self.mean_prompt(model), self.lengths.mean_var(model, "")[0]
+        return self.batch_service.step_times(inst.id, inst.profiles[model], max(1, len(reqs)), prompt, out,
+                                             corrected=corrected)
+
     def _uniforms(self, n: int, offset: int = 0) -> np.ndarray:
         cols = (np.arange(n) + offset) % self._u.shape[1]
         return self._u[:, cols]
 
     def running_residuals(
-        self, inst: InstanceView, now: float, exclude: frozenset[str] | set[str] = frozenset()
+        self,
+        inst: InstanceView,
+        now: float,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        u: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``(S, R)`` sampled seconds until each in-flight request of ``inst`` leaves
-        (``exclude``: ids about to be evicted)."""
+        """``(S, R)`` sampled seconds until each in-flight request of ``inst`` (by id) leaves
+        (``exclude``: ids about to be evicted); ``u``: the ``(S', R)`` uniforms to draw with
+        (default: the common random numbers, ``S`` rows)."""
         reqs = sorted(
             (r for r in inst.outstanding.values() if r.id not in exclude), key=lambda r: r.id
         )
-        s = self.config.samples
+        s = self.config.samples if u is None else u.shape[0]
         if not reqs or inst.active_model is None:
             return np.zeros((s, 0))
         model = inst.active_model
-        st = self.step_times(inst, model, max(1, len(reqs)))
+        st = self.mix_step_times(inst, model, reqs)
         now_st = st
-        u = self._uniforms(len(reqs), offset=2048)
+        if u is None:
+            u = self._uniforms(len(reqs), offset=2048)
         out = np.empty((s, len(reqs)))
         pending = sorted(
             (r for r in reqs if r.first_token_s is None or r.evictions),
@@ -274,18 +359,8 @@ class RWTEstimator:
             g = gen[idx]
             f = self.lengths.cdf(m, c, g)
             x = np.minimum(self.lengths.quantile(m, c, f + u[:, idx] * (1 - f)), cap[idx])
-            out[:, idx] = lead[idx] + np.maximum(1.0, x - g) * st.decode_s
+            out[:, idx] = lead[idx] + np.maximum(1.0, x - g) * st.tau_s
         return out
-
-    def prefill_rate(self, inst: InstanceView, model: str, running: int) -> float:
-        """Prompt tokens per second the engine prefills while ``running`` sequences decode:
-        one ``max_num_batched_tokens`` chunk per step."""
-        prof = inst.profiles[model]
-        chunk = prof.max_num_batched_tokens
-        mean_out, _ = self.lengths.mean_var(model, "")
-        ctx = int(running * (self.mean_prompt(model) + mean_out / 2))
-        step = prof.step_time(chunk, running, ctx) * self.service.factor(inst.id, model)
-        return chunk / step
 
     def pending_prefill_tokens(self, inst: InstanceView) -> float:
         """Prompt tokens dispatched to ``inst`` and not yet prefilled (no first token)."""
@@ -385,254 +460,332 @@ class RWTEstimator:
         ft, ahead = self.queue_waits(inst, queue[: index + 1], now, exclude)
         return WaitSamples(ft[:, index], int(ahead[index]), self.config.n_clt)
 
-    def slot_release_times(
-        self,
-        inst: InstanceView,
-        model: str,
-        slots: int,
-        now: float,
-        exclude: frozenset[str] | set[str] = frozenset(),
-    ) -> np.ndarray:
-        """``(S, slots)`` sampled seconds from ``now`` at which each of ``inst``'s ``slots``
-        slots (sized for the request being predicted) is free for new work: 0 for a free slot;
-        when in-flight work holds ``w`` slot-units, the ``j``-th slot frees at the
-        ``(w - slots + j)``-th release (a long request holds several units)."""
-        s = self.config.samples
-        if not inst.outstanding or inst.active_model != model:
-            return np.zeros((s, slots))
-        n_out = len(inst.outstanding)
-        key = (model, slots, frozenset(exclude))
-        hit = self._release_cache.get(inst.id)
-        if (hit is not None and hit[0] == key and now - hit[1] <= self.config.release_cache_s
-                and abs(hit[3] - n_out) <= max(1, n_out // 10)):
-            # the same in-flight set a moment ago: shift its release times by the elapsed time
-            return np.maximum(0.0, hit[2] - (now - hit[1]))
-        running = self.running_residuals(inst, now, exclude)
-        held = np.sort(np.repeat(running, self.slot_weights(inst, model, slots, exclude), axis=1), axis=1)
-        w = held.shape[1]
-        out = held[:, w - slots:] if w >= slots else np.concatenate([np.zeros((s, slots - w)), held], axis=1)
-        self._release_cache[inst.id] = (key, now, out, n_out)
-        return out
-
-    # ---- pooled service under load balancing --------------------------------------------
+    # ---- engine first token and the dispatch replay (load balancing) ----------------------
     def mean_projected(self, model: str, slo_class: str) -> float:
         """Mean :meth:`projected_tokens` of a request of ``(model, slo_class)`` (mean prompt +
         the ``kv_quantile`` output length): the KV budget the pulling rule charges it."""
         return self.mean_prompt(model, slo_class) + self.lengths.tail(model, slo_class, self.config.kv_quantile)
 
     def arrival_rate(self, model: str, slo_class: str, now: float) -> float:
-        """Arrivals per second of ``(model, slo_class)`` over the last ``rate_window_s``."""
+        """Arrivals per second of ``(model, slo_class)`` over the last ``rate_window_s`` (over
+        the time since the first arrival of the key when that is shorter, at least 1 s)."""
         q = self._arrivals.get((model, slo_class))
         if not q:
             return 0.0
         w = self.config.rate_window_s
         while q and q[0] < now - w:
             q.popleft()
-        return len(q) / w
+        span = min(w, max(1.0, now - self._first_arrival.get((model, slo_class), now - w)))
+        return len(q) / span
 
     def engine_first_token(
-        self, inst: InstanceView, model: str, prompt: float, now: float, *, fresh: bool = False
+        self, inst: InstanceView, model: str, prompt: float, now: float, *, fresh: bool = False,
+        join_rate: float | None = None,
     ) -> float:
         """Seconds from a dispatch to ``inst`` now to the first token of a ``prompt``-token
-        request, under chunked prefill.
+        request, under chunked prefill (:func:`~qlm.estimator.prefill.prefill_done`).
 
-        The engine prefills FCFS: the prompts dispatched before (no first token yet) come first,
-        minus what it has prefilled since the oldest of them was dispatched. Each step carries
-        ``max_num_batched_tokens - n_dec`` prompt tokens next to the ``n_dec`` decoding
-        sequences; the first token comes at the end of the step that completes the prompt.
-        A busy engine picks new work up at its next step boundary (half a step on average).
-        ``fresh``: the engine starts empty (just woken with ``model``)."""
+        The engine prefills FCFS the prompts dispatched there without a first token yet, then
+        this one (:meth:`_engine_jobs`). Prompts dispatched there after it, before its step
+        starts, join that step (FCFS behind it, but the step ends when all its chunks are
+        done): their expected tokens at ``join_rate`` (default: the engine's recent dispatch
+        rate) are added.
+        ``fresh``: the engine starts empty (just woken with ``model``) now."""
         prof = inst.profiles[model]
-        f = self.service.factor(inst.id, model)
-        outstanding = [] if fresh else list(inst.outstanding.values())
-        pend = [r for r in outstanding if r.first_token_s is None or r.evictions]
+        f = self.batch_service.factor(inst.id, model)
+        jobs: list[tuple[float, float]] = []
+        start, n_dec, ctx = now, 0, 0.0
+        if not fresh:
+            jobs, start, n_dec, ctx = self._engine_jobs(inst, model, now)
+        mine = len(jobs)
+        if not jobs:
+            start = now
+            if n_dec:  # decoding: the prompt waits for the next step boundary
+                start += 0.5 * prof.step_time(0, n_dec, int(ctx)) * f
+        jobs.append((now, max(1.0, prompt)))
+        starts: list[float] = []
+        done = prefill_done(prof, jobs, start, n_dec, ctx, factor=f, starts=starts)
+        rate = join_rate if join_rate is not None else (
+            0.0 if fresh else self._dispatch_rate(list(inst.outstanding.values()), now))
+        if rate > 0:
+            first = starts[mine]  # prompts dispatched before its first step starts share it
+            extra = rate * max(0.0, first - now) * self.mean_prompt(model)
+            if extra >= 1.0:
+                jobs.append((first, extra))
+                done = prefill_done(prof, jobs, start, n_dec, ctx, factor=f)
+        return max(0.0, done[mine] - now)
+
+    def prefill_free_at(self, inst: InstanceView, model: str, now: float) -> float:
+        """When ``inst``'s engine will have prefilled every prompt dispatched to it (``now``
+        when there is none), on the clock of ``now``; cached until its in-flight set or its
+        last step boundary changes."""
+        pend = sum(1 for r in inst.outstanding.values() if r.first_token_s is None or r.evictions)
+        if not pend:
+            return now
+        key = (len(inst.outstanding), pend, self._boundary.get(inst.id))
+        hit = self._free_at.get(inst.id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        jobs, start, n_dec, ctx = self._engine_jobs(inst, model, now)
+        t = prefill_done(inst.profiles[model], jobs, start, n_dec, ctx,
+                         factor=self.batch_service.factor(inst.id, model))[-1]
+        self._free_at[inst.id] = (key, t)
+        return t
+
+    def prefill_speed(self, inst: InstanceView, model: str) -> float:
+        """Prompt tokens per second of ``inst``'s engine prefilling full chunks."""
+        prof = inst.profiles[model]
+        speed = self._speed.get(prof.key)
+        if speed is None:
+            speed = self._speed[prof.key] = prof.prefill_throughput()
+        return speed / self.batch_service.factor(inst.id, model)
+
+    def _engine_jobs(
+        self, inst: InstanceView, model: str, now: float
+    ) -> tuple[list[tuple[float, float]], float, int, float]:
+        """What ``inst``'s engine still has to prefill, as :func:`prefill_done` jobs
+        (``(dispatched_s, prompt tokens)``, FCFS), the step boundary to replay from, the
+        decoding sequences and their KV context. The boundary is the latest first token or
+        completion the engine reported (steps run back to back while it has prompts), or,
+        when the oldest waiting prompt came later, its dispatch plus half a decode step (the
+        next boundary of a decoding engine)."""
+        prof = inst.profiles[model]
+        f = self.batch_service.factor(inst.id, model)
+        outstanding = list(inst.outstanding.values())
+        pend = sorted((r for r in outstanding if r.first_token_s is None or r.evictions),
+                      key=lambda r: (r.dispatched_s if r.dispatched_s is not None else now, r.id))
         n_dec = len(outstanding) - len(pend)
-        mean_out, _ = self.lengths.mean_var(model, "")
-        ctx = int(n_dec * (self.mean_prompt(model) + mean_out / 2))
-        chunk = max(1, prof.max_num_batched_tokens - n_dec)
-        step = prof.step_time(chunk, n_dec, ctx) * f
-        backlog = 0.0
-        if pend:
-            backlog = float(sum(r.prompt_tokens + r.generated_tokens for r in pend))
-            oldest = min((r.dispatched_s if r.dispatched_s is not None else now) for r in pend)
-            backlog = max(0.0, backlog - chunk * max(0.0, now - oldest) / step)
-        total = backlog + max(1.0, prompt)
-        full = int(np.ceil(total / chunk)) - 1  # full steps before the one completing the prompt
-        last = prof.step_time(int(total - full * chunk), n_dec, ctx) * f
-        phase = 0.0
-        if outstanding:
-            phase = 0.5 * (step if pend else prof.step_time(0, n_dec, ctx) * f)
-        return phase + full * step + last
+        ctx = self._decode_context(inst, outstanding, model, now)
+        jobs = [(r.dispatched_s if r.dispatched_s is not None else now,
+                 float(r.prompt_tokens + r.generated_tokens)) for r in pend]
+        if not jobs:
+            return jobs, now, n_dec, ctx
+        boundary = self._boundary.get(inst.id)
+        if boundary is not None and boundary >= jobs[0][0]:
+            return jobs, boundary, n_dec, ctx  # a step started here with every prompt before it
+        start = jobs[0][0]
+        if n_dec:
+            start += 0.5 * prof.step_time(0, n_dec, int(ctx)) * f
+        return jobs, start, n_dec, ctx
 
-    def _pool_releases(
-        self, instances: Sequence[InstanceView], model: str, now: float, exclude: frozenset[str] | set[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], int, float]:
-        """The pool's KV releases: ``(S, R)`` sorted release times (seconds from ``now``), the
-        cumulative projected tokens they free, the pool index of the releasing instance; the
-        KV room and sequence room free now; the pool's KV capacity. Cached per model for
-        ``release_cache_s`` while the in-flight count moved by at most 10% (times shifted)."""
-        n_out = sum(len(i.outstanding) for i in instances)
-        key = (tuple(i.id for i in instances), frozenset(exclude))
-        hit = self._pool_cache.get(model)
-        if (hit is not None and hit[0] == key and now - hit[1] <= self.config.release_cache_s
-                and abs(hit[2] - n_out) <= max(1, n_out // 10)):
-            t, cum, eng, rooms0, seqs, cap = hit[3]
-            return t - (now - hit[1]), cum, eng, rooms0, seqs, cap
-        s = self.config.samples
-        blocks, toks, engs = [], [], []
-        rooms: list[float] = []
-        seqs = 0
-        cap = 0.0
-        for e, inst in enumerate(instances):
-            prof = inst.profiles[model]
-            reqs = sorted((r for r in inst.outstanding.values() if r.id not in exclude), key=lambda r: r.id)
-            tk = np.array([self.projected_tokens(r) for r in reqs])
-            rooms.append(max(0.0, prof.kv_capacity_tokens - float(tk.sum())))
-            seqs += max(0, prof.max_num_seqs - len(reqs))
-            cap += prof.kv_capacity_tokens
-            if reqs:
-                blocks.append(self.running_residuals(inst, now, exclude))
-                toks.append(tk)
-                engs.append(np.full(len(reqs), e))
-        if blocks:
-            times = np.concatenate(blocks, axis=1)
-            order = np.argsort(times, axis=1)
-            t = np.take_along_axis(times, order, axis=1)
-            cum = np.cumsum(np.concatenate(toks)[order], axis=1)
-            eng = np.concatenate(engs)[order]
-        else:
-            t, cum, eng = np.zeros((s, 0)), np.zeros((s, 0)), np.zeros((s, 0), dtype=int)
-        self._pool_cache[model] = (key, now, n_out, (t, cum, eng, rooms, seqs, cap))
-        return t, cum, eng, rooms, seqs, cap
+    def _dispatch_rate(self, outstanding: Sequence[Request], now: float) -> float:
+        """Requests per second dispatched to an engine over the last ``join_window_s``."""
+        w = self.config.join_window_s
+        n = sum(1 for r in outstanding if r.dispatched_s is not None and r.dispatched_s > now - w)
+        return n / w
 
-    def pooled_wait(
+    def _decode_context(self, inst: InstanceView, outstanding: Sequence[Request], model: str, now: float) -> float:
+        """KV tokens the decoding sequences among ``outstanding`` hold now: prompt plus the
+        tokens generated since their first token (at the batch's step time), at most their
+        class's mean output."""
+        dec = [r for r in outstanding if r.first_token_s is not None and not r.evictions]
+        if not dec:
+            return 0.0
+        tau = self.mix_step_times(inst, model, outstanding).tau_s
+        ctx = 0.0
+        for r in dec:
+            start = r.first_token_s if r.first_token_s is not None else now
+            mean_out = self.lengths.mean_var(r.model, r.slo_class)[0]
+            ctx += r.prompt_tokens + r.generated_tokens + min(mean_out, (now - start) / tau)
+        return ctx
+
+    def resume_wait(self, r: Request, group_id: str, now: float, key: object) -> WaitSamples | None:
+        """The :meth:`replay_wait` answer for ``r``, newly at the tail of ``group_id``, from
+        the replays made for the previous request of that group under the same ``key``
+        within ``replay_cache_s``; None when there is none to resume."""
+        hit = self._replay.get(r.model)
+        if (hit is None or hit.key != key or hit.group != group_id or r.id in hit.ids
+                or now - hit.t0 > self.config.replay_cache_s):
+            return None
+        n = len(hit.replays[0].jobs)
+        jobs = self._jobs([r], n, len(hit.replays))
+        target = 0
+        for rep, job in zip(hit.replays, jobs, strict=True):
+            target = rep.append(hit.index[group_id], job[0])
+        hit.ids.add(r.id)
+        return self._replay_answer(hit, target, r, now)
+
+    def replay_wait(
         self,
-        instances: Sequence[InstanceView],
+        members: Sequence[PoolMember],
+        groups: Sequence[tuple[str, Sequence[Request]]],
+        order: Sequence[int],
         r: Request,
-        ahead: int,
+        now: float,
+        key: object = None,
+        exclude: frozenset[str] | set[str] = frozenset(),
+        urgent: Sequence[tuple[str, float]] = (),
+        replan_s: float | None = None,
+    ) -> WaitSamples:
+        """Waiting time of the queued request ``r`` when the instances of its model pull by
+        the policy's rule (:class:`~qlm.estimator.dispatch.DispatchReplay`): each at its own
+        completions (KV frees) or wake, its own virtual queue first, then other queues in
+        deadline order, each until the first request that does not fit (:meth:`admits`).
+
+        ``members``: the instances that serve or will serve ``r.model``; ``groups``: the
+        queued requests of that model per group (``(group id, requests)``, FIFO; ``r`` is the
+        last of its group); ``order``: group indices in deadline order; ``urgent``: ``(class,
+        seconds)``: arrivals of that class within the seconds from now are due before ``r``
+        (taken before it, at the class's arrival rate over ``rate_window_s``); ``replan_s``:
+        seconds until the policy replans (members then keep only their ``pinned`` groups and
+        all pull); ``exclude``: in-flight requests evicted now (their KV frees at once).
+
+        ``replays`` scenarios: in each, in-flight requests leave at drawn times and dispatched
+        ones hold their instance for a drawn service time (draws stratified per class over
+        the pool, shifted between scenarios). In each, ``r``'s wait is its dispatch time plus
+        its engine's chunked prefill behind what the same pull dispatched there
+        (:func:`~qlm.estimator.prefill.prefill_done`); the answer pools the scenarios, each
+        with the model-error spread (its mean: their mean).
+
+        Resumed rather than rebuilt when ``r`` joins the tail of the group of the request
+        asked about last, with the same ``key`` (the policy's plan and pool), within
+        ``replay_cache_s``: ``r`` comes after everything the replays decided.
+        """
+        model = r.model
+        k_rep = max(1, self.config.replays)
+        gid = next((g for g, reqs in groups if reqs and reqs[-1] is r), None)
+        index = {g: k for k, (g, _) in enumerate(groups)}
+        flat = [q for _, reqs in groups for q in reqs]
+        grp: list[list[int]] = []
+        k = 0
+        for _, reqs in groups:
+            grp.append(list(range(k, k + len(reqs))))
+            k += len(reqs)
+        target = next((j for j, q in enumerate(flat) if q is r), None)
+        if target is None:
+            raise ValueError(f"{r.id} is not among the queued requests given")
+        templates = []
+        for cls, horizon in urgent:
+            rate = self.arrival_rate(model, cls, now)
+            if rate > 0 and horizon > 0:
+                job = Job(f"~{cls}", self.mean_projected(model, cls), self.mean_prompt(model, cls),
+                          self.lengths.mean_var(model, cls)[0])
+                templates.append((rate, horizon, job))
+        jobs = self._jobs(flat, 0, k_rep)
+        replays = [
+            DispatchReplay(mem, jobs[s], [list(g) for g in grp], list(order),
+                           [Stream(rate, h, job, 1.0 / rate) for rate, h, job in templates], replan_s)
+            for s, mem in enumerate(self._members(members, model, now, exclude, k_rep))
+        ]
+        hit = _ReplayCache(key, now, replays, gid, index, {q.id for q in flat}, members)
+        self._replay[model] = hit
+        return self._replay_answer(hit, target, r, now)
+
+    def _replay_answer(self, hit: _ReplayCache, target: int, r: Request, now: float) -> WaitSamples:
+        """Run the replays until ``target`` is dispatched; its wait (dispatch plus prefill)
+        in each, pooled with the model-error spread."""
+        s = self.config.samples
+        waits = []
+        ahead = 0
+        for rep in hit.replays:
+            taken = rep.until(target)
+            ahead = sum(len(m.inst.outstanding) for m in hit.members) + len(rep.taken)
+            if taken is None:
+                waits.append(np.inf)
+                continue
+            t_abs = max(hit.t0 + taken.t, now)
+            inst = hit.members[taken.member].inst
+            prompt = float(r.prompt_tokens + r.generated_tokens)
+            waits.append(max(0.0, self._first_token_at(inst, r.model, t_abs, taken, prompt, now) - now))
+        w = np.repeat(np.array(waits), -(-s // len(waits)))[:s]  # scenario j fills samples j*s/K..
+        return self._spread(w, ahead)
+
+    def _first_token_at(
+        self, inst: InstanceView, model: str, t: float, taken: Taken, prompt: float, now: float
+    ) -> float:
+        """Absolute first-token time of a request dispatched to ``inst`` at ``t`` (a pull
+        at a completion or a wake) behind ``taken.before`` prompt tokens of the same pull."""
+        prof = inst.profiles[model]
+        f = self.batch_service.factor(inst.id, model)
+        batch = [(t, taken.before), (t, prompt)] if taken.n_before else [(t, prompt)]
+        if taken.woke:  # the engine wakes empty and starts at once
+            return prefill_done(prof, batch, t, 0, 0.0, factor=f)[-1]
+        jobs, start, n_dec, ctx = self._engine_jobs(inst, model, now)
+        if jobs:
+            done = prefill_done(prof, jobs, start, n_dec, ctx, factor=f)
+            if done[-1] > t:  # still prefilling what it holds now: the pull queues behind it
+                return prefill_done(prof, jobs + batch, start, n_dec, ctx, factor=f, phase=1.0)[-1]
+        n_dec = max(0, taken.held - taken.n_before - 1)
+        mean_out, _ = self.lengths.mean_var(model, "")
+        ctx = n_dec * (self.mean_prompt(model) + mean_out / 2)
+        # a completion ends a step and the engine has already planned the next one: the
+        # pull joins the step after it
+        start = t + prof.step_time(0, n_dec, int(ctx)) * f if n_dec else t
+        return prefill_done(prof, batch, start, n_dec, ctx, factor=f)[-1]
+
+    def _jobs(self, reqs: Sequence[Request], offset: int, scenarios: int = 1) -> list[list[Job]]:
+        """Replay jobs of queued requests, per scenario: projected KV, prompt, drawn output
+        (uniforms from a golden-ratio sequence starting at ``offset``, shifted by ``1/K``
+        between the ``K`` scenarios)."""
+        n = len(reqs)
+        u = (0.25 + (np.arange(n) + offset)[None, :] * _GOLDEN
+             + np.arange(scenarios)[:, None] / scenarios) % 1.0
+        out = np.empty((scenarios, n))
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for j, q in enumerate(reqs):
+            by_key.setdefault((q.model, q.slo_class), []).append(j)
+        for (m, c), cols in by_key.items():
+            idx = np.array(cols)
+            out[:, idx] = self.lengths.quantile(m, c, u[:, idx])
+        cap = np.array([np.inf if q.max_tokens is None else q.max_tokens for q in reqs])
+        gen = np.array([float(q.generated_tokens) for q in reqs])
+        out = np.maximum(1.0, np.minimum(out, cap) - gen)
+        static = [(q.id, self.projected_tokens(q), float(q.prompt_tokens + q.generated_tokens)) for q in reqs]
+        return [[Job(i, tok, p, float(x)) for (i, tok, p), x in zip(static, row, strict=True)] for row in out]
+
+    def _members(
+        self,
+        members: Sequence[PoolMember],
+        model: str,
         now: float,
         exclude: frozenset[str] | set[str] = frozenset(),
-        *,
-        ahead_tokens: float | None = None,
-        home: InstanceView | None = None,
-        urgent: Sequence[tuple[float, float]] = (),
-        queued: WaitSamples | None = None,
-        open_ids: frozenset[str] | set[str] | None = None,
-        joining: Sequence[InstanceView] = (),
+        scenarios: int = 1,
+    ) -> list[list[Member]]:
+        """Replay members, per scenario: KV budget, what they hold (projected), in-flight
+        releases drawn with uniforms stratified per class across the pool and shifted by
+        ``1/K`` between the ``K`` scenarios (``exclude``: evicted now, released at once),
+        and the step times of the work they take."""
+        out: list[list[Member]] = [[] for _ in range(scenarios)]
+        shift = np.arange(scenarios)[:, None] / scenarios
+        rank: dict[str, int] = {}  # stratified per class: each class's draws spread evenly
+        for pm in members:
+            inst = pm.inst
+            prof = inst.profiles[model]
+            reqs = sorted(inst.outstanding.values(), key=lambda q: q.id)
+            st = self.mix_step_times(inst, model, reqs)
+            first = st.first_token_s(self.mean_prompt(model))
+            pinned = None if pm.pinned is None else list(pm.pinned)
+            if pm.ready_s > 0 or inst.active_model != model:  # wakes empty
+                for row in out:
+                    row.append(Member(inst.id, prof.kv_capacity_tokens, prof.max_num_seqs, 0, 0.0, list(pm.own),
+                                      st.tau_s, first, leaves=pm.leaves, ready_s=max(pm.ready_s, 1e-9)))
+                continue
+            ks = []
+            for q in reqs:
+                ks.append(rank.get(q.slo_class, 0))
+                rank[q.slo_class] = ks[-1] + 1
+            u = (0.5 + np.array(ks, dtype=float)[None, :] * _GOLDEN + shift) % 1.0
+            res = self.running_residuals(inst, now, u=u) if reqs else np.zeros((scenarios, 0))
+            if exclude:
+                res = np.where(np.array([q.id in exclude for q in reqs])[None, :], 0.0, res)
+            toks = [self.projected_tokens(q) for q in reqs]
+            held = float(sum(toks))
+            for row, times in zip(out, res.tolist(), strict=True):
+                row.append(Member(inst.id, prof.kv_capacity_tokens, prof.max_num_seqs, len(reqs), held,
+                                  list(pm.own), st.tau_s, first, leaves=pm.leaves, pinned=pinned,
+                                  releases=list(zip(times, toks, strict=True))))
+        return out
+
+    def dispatch_wait(
+        self, inst: InstanceView, r: Request, now: float, before: float = 0.0, join_rate: float | None = None
     ) -> WaitSamples:
-        """Waiting time of ``r`` when the instances serving its model (``instances``) dispatch
-        queued requests of that model in deadline order whenever the pulling rule
-        (:meth:`admits`: the projected KV of what an instance holds fits its cache) lets them
-        (load balancing), and each engine prefills what it was given FCFS in chunks.
-
-        - ``home``: the instance that dispatches ``r`` now (nothing ahead of it in its virtual
-          queue and :meth:`admits` holds): the wait is its prefill (:meth:`engine_first_token`).
-        - Otherwise ``r`` is dispatched when the KV the pool frees covers the projected tokens
-          of the ``ahead`` requests before it (``ahead_tokens``), its own, and those of more
-          urgent requests still to arrive (``urgent``: ``(tokens per second, seconds from now
-          during which they arrive ahead of r)``). KV frees as in-flight requests leave
-          (sampled times, their projected tokens), as instances swapping to the model
-          (``joining``) wake with an empty cache, and now on instances with nothing queued
-          of their own (``open_ids``; default all), less half a request of fragment each.
-          Past the last release the pool frees KV at the rate it frees the in-flight set.
-        - The instance that frees the KV prefills ``r`` after the prompts of the requests
-          ahead that this release admitted (and, for room free now, the prompts it holds).
-        - ``queued``: the own-queue prediction when ``r``'s instance is still swapping to the
-          model; the earlier of the two serves ``r``.
-        """
-        s = self.config.samples
-        model = r.model
+        """Waiting time of ``r`` dispatched to ``inst`` now, behind ``before`` prompt tokens
+        dispatched there in the same instant: the engine's chunked prefill
+        (:meth:`engine_first_token`, ``join_rate``: requests per second dispatched there
+        next) with the model-error spread."""
         prompt = float(r.prompt_tokens + r.generated_tokens)
-        if home is not None:
-            return self._spread(self.engine_first_token(home, model, prompt, now),
-                                ahead + len(home.outstanding), queued)
-        if not instances and not joining:
-            return WaitSamples(np.full(s, np.inf), ahead, self.config.n_clt)
-        own = self.projected_tokens(r)
-        if ahead_tokens is None:
-            ahead_tokens = ahead * self.mean_projected(model, r.slo_class)
-        t, cum, eng, rooms, _, _ = self._pool_releases(instances, model, now, exclude)
-        p_bar = (ahead_tokens + own) / (ahead + 1)
-        frac = self.mean_prompt(model) / max(1.0, self.mean_projected(model, ""))
-        # KV free now on open instances, and on joining ones when they wake (deterministic)
-        ext_t, ext_tok, ext_inst, ext_now = [], [], [], []
-        for inst, room in zip(instances, rooms, strict=True):
-            if open_ids is None or inst.id in open_ids:
-                ext_t.append(0.0)
-                ext_tok.append(max(0.0, room - 0.5 * p_bar))
-                ext_inst.append(inst)
-                ext_now.append(True)
-        for inst in joining:
-            ext_t.append(self.join_in_s(inst, model, now))
-            ext_tok.append(max(0.0, inst.profiles[model].kv_capacity_tokens - 0.5 * p_bar))
-            ext_inst.append(inst)
-            ext_now.append(False)
-        order = np.argsort(ext_t, kind="stable")
-        et = np.array(ext_t)[order]
-        ecum = np.cumsum(np.array(ext_tok)[order]) if len(order) else np.zeros(0)
-        need = ahead_tokens + own
-
-        def urgent_by(x: np.ndarray) -> np.ndarray:
-            return need + np.zeros_like(x) + sum(a * np.minimum(x, h) for a, h in urgent)
-
-        rows = np.arange(s)
-        best = np.full(s, np.inf)
-        used = np.zeros(s)  # KV of the crossing release taken by the requests ahead
-        via: list[tuple[int, np.ndarray]] = []  # (external event index or -1, sample mask)
-        # crossing at an external event (room now / a wake): freed = ext so far + releases by then
-        if len(et):
-            # releases by each external time (few distinct times: now and the wakes)
-            uniq, inv = np.unique(et, return_inverse=True)
-            rel_by = (np.stack([(t <= u).sum(axis=1) for u in uniq], axis=1)[:, inv] if t.shape[1]
-                      else np.zeros((s, len(et)), int))
-            cum_rel = np.where(rel_by > 0, np.take_along_axis(cum, np.maximum(rel_by - 1, 0), axis=1), 0.0) \
-                if t.shape[1] else np.zeros((s, len(et)))
-            freed = cum_rel + ecum[None, :]
-            dem = urgent_by(np.broadcast_to(et, (s, len(et))))
-            ok = freed >= dem
-            hit = ok.any(axis=1)
-            j = ok.argmax(axis=1)
-            tj = np.where(hit, et[j], np.inf)
-            prev = freed[rows, j] - np.array(ext_tok)[order][j]
-            best = tj
-            used = np.where(hit, np.maximum(0.0, dem[rows, j] - own - prev), 0.0)
-            for k in np.unique(j[hit]):
-                via.append((int(order[k]), hit & (j == k)))
-        # crossing at an in-flight release
-        rel_w = np.full(s, np.inf)
-        if t.shape[1]:
-            tt = np.maximum(t, 0.0)
-            n_ext = np.searchsorted(et, tt, side="right") if len(et) else np.zeros_like(t, dtype=int)
-            ext_by = np.where(n_ext > 0, ecum[np.maximum(n_ext - 1, 0)] if len(et) else 0.0, 0.0)
-            freed = cum + ext_by
-            dem = urgent_by(tt)
-            ok = freed >= dem
-            hit = ok.any(axis=1)
-            i = ok.argmax(axis=1)
-            td = np.where(hit, tt[rows, i], np.inf)
-            # past the last release: the pool frees KV at the rate it frees the in-flight set
-            last_t = tt[:, -1]
-            total = freed[:, -1]
-            rate = cum[:, -1] / np.maximum(1e-9, 2.0 * tt.mean(axis=1))
-            urgent_rate = sum(a for a, h in urgent if h > float(last_t.mean()))
-            short = np.maximum(0.0, dem[:, -1] - total)
-            td = np.where(hit, td, last_t + short / np.maximum(rate - urgent_rate, 0.1 * rate))
-            sts = [self.step_times(x, model, slo_class=r.slo_class) for x in instances]
-            first = np.array([st.first_token_s(prompt) for st in sts])
-            per_tok = np.array([st.prefill_s_per_token for st in sts])
-            e = eng[rows, i]
-            prev = np.where(i > 0, freed[rows, np.maximum(i - 1, 0)], 0.0)
-            taken = np.where(hit, np.maximum(0.0, dem[rows, i] - own - prev), 0.0)
-            # prompts the release admitted before r go through its engine's prefill first
-            rel_w = td + first[e] + frac * taken * per_tok[e]
-        w = np.minimum(rel_w, np.inf)
-        for k, mask in via:
-            ext = ext_inst[k]
-            pre = self.engine_first_token(ext, model, prompt + frac * float(np.mean(used[mask])), now,
-                                          fresh=not ext_now[k])
-            w = np.where(mask & (best + pre < w), best + pre, w)
-        running_ahead = sum(len(x.outstanding) for x in instances)
-        return self._spread(w, ahead + running_ahead, queued)
+        w = self.engine_first_token(inst, r.model, prompt + before, now, join_rate=join_rate)
+        return self._spread(w, len(inst.outstanding))
 
     def join_in_s(self, inst: InstanceView, model: str, now: float) -> float:
         """Seconds until ``inst``, swapping (or draining to swap) to ``model``, serves it."""
@@ -643,12 +796,10 @@ class RWTEstimator:
         drain = float(self.running_residuals(inst, now).max(axis=1).mean()) if inst.outstanding else 0.0
         return drain + cost
 
-    def _spread(self, w: float | np.ndarray, ahead: int, queued: WaitSamples | None) -> WaitSamples:
-        """Samples of a pooled prediction: ``w`` with a log-normal model-error spread
-        (``model_sd``), or the earlier of it and ``queued`` (the own-queue prediction)."""
+    def _spread(self, w: float | np.ndarray, ahead: int) -> WaitSamples:
+        """Samples of a prediction: ``w`` (one value, or one per sample) with a log-normal
+        model-error spread (``model_sd``)."""
         x = np.asarray(w, dtype=float) * np.exp(self.config.model_sd * self._z)
-        if queued is not None:
-            x = np.minimum(x, queued.samples)
         return WaitSamples(x, ahead, self.config.n_clt)
 
     def baseline_wait(

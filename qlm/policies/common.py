@@ -56,8 +56,9 @@ class BatchCapacity:
     """How many requests an engine should hold at once: its sequence limit, or what its KV
     cache holds at the typical request size (prompt + output, an EWMA over completions)."""
 
-    def __init__(self, prior_tokens: float = 600.0, alpha: float = 0.2) -> None:
+    def __init__(self, prior_tokens: float = 600.0, alpha: float = 0.2, queue_grace_s: float = 0.1) -> None:
         self.prior = prior_tokens
+        self.queue_grace_s = queue_grace_s
         self.alpha = alpha
         self._typical: dict[str, float] = {}
 
@@ -79,10 +80,12 @@ class BatchCapacity:
         kv_fit = int(prof.kv_capacity_tokens // max(1.0, self.typical_tokens(prof.model.name)))
         return max(1, min(prof.max_num_seqs, kv_fit))
 
-    def free_slots(self, inst: InstanceView) -> int:
-        """Requests the instance may still take: none while its engine queue holds any
-        (the backlog belongs in the global queue), else its limit minus what it holds."""
-        if inst.outstanding and inst.stats().num_waiting > 0:
+    def free_slots(self, inst: InstanceView, now: float) -> int:
+        """Requests the instance may still take: none while a request sent to it more than
+        ``queue_grace_s`` ago still waits for its first token (the engine queues: the backlog
+        belongs in the global queue), else its limit minus what it holds. The grace keeps
+        the rule from reacting to prefills in progress and to event latency at run time."""
+        if inst.outstanding and inst.waiting(now, self.queue_grace_s) > 0:
             return 0
         return self.limit(inst) - len(inst.outstanding)
 

@@ -52,7 +52,7 @@ class EDFPolicy(Policy):
         for inst in view.instances.values():
             if inst.state is not InstanceState.READY or inst.active_model is None:
                 continue
-            free = self.capacity.free_slots(inst)
+            free = self.capacity.free_slots(inst, view.now)
             while free > 0:
                 r = self.queues.pop(inst.active_model, view)
                 if r is None:

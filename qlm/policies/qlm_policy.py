@@ -24,14 +24,21 @@ Structure (QLM, SoCC'24):
   can implement the same interface.
 - **Pulling.** An instance takes requests from the head of its virtual queue while it holds
   fewer than the batch capacity the estimator computes (``max_num_seqs`` or what its KV cache
-  holds at the typical request size).
+  holds at the typical request size). With load balancing, an instance with spare room then
+  takes other queues' requests in deadline order; it pulls at its own engine events, and an
+  arrival its own instance does not take makes the instances with nothing queued of their
+  own and room for it pull at once (work-conserving; the one that starts its prefill first
+  pulls first).
 - **Model swapping.** When the head group's model is not active: ``Swap(mode="wait")``.
 - **Eviction.** When the estimator gives an arriving request of a more urgent class a
   P(meet) below ``evict_below`` and its instance runs lower-priority work, that work is
   aborted and requeued (as many as the request's position needs, at most ``max_evict``).
 - **Predictions.** At admission each request gets ``meta["pred_wait_s"]`` (mean),
-  ``meta["pred_wait_p90_s"]``, ``meta["p_meet"]`` and ``meta["pred_wait_base_s"]`` (the
-  paper's mean-only estimator) from its position in its virtual queue;
+  ``meta["pred_wait_p50_s"]``, ``meta["pred_wait_p90_s"]``, ``meta["p_meet"]``,
+  ``meta["pred_path"]`` and ``meta["pred_wait_base_s"]`` (the paper's mean-only estimator):
+  dispatched at once, its engine's chunked prefill (:meth:`RWTEstimator.dispatch_wait`);
+  left queued, a replay of the pulling rule over the pool
+  (:meth:`RWTEstimator.replay_wait`), or its own virtual queue without load balancing.
   :meth:`QLMPolicy.report` turns them into the ``estimator`` result block.
 
 Deterministic: groups are ordered by (deadline, id), instances by id; the estimator draws
@@ -49,7 +56,7 @@ import numpy as np
 from qlm.domain.groups import GroupTable, RequestGroup
 from qlm.domain.request import Request, RequestState
 from qlm.domain.slo import SLOClass
-from qlm.estimator import EstimatorConfig, GroupLoad, RWTEstimator, accuracy_block
+from qlm.estimator import EstimatorConfig, GroupLoad, PoolMember, RWTEstimator, WaitSamples, accuracy_block
 from qlm.policies.base import Policy
 from qlm.runtime.actions import Abort, Action, Dispatch, Reject, Swap
 from qlm.runtime.events import EngineEvent, Finished, InstanceDown, SwapDone
@@ -170,6 +177,14 @@ class GreedyEDFPlanner:
         return out
 
 
+def _dispatch_of(r: Request, actions: Sequence[Action]) -> Dispatch | None:
+    """The action among ``actions`` that dispatches ``r``, or None."""
+    for a in actions:
+        if isinstance(a, Dispatch) and a.request_id == r.id:
+            return a
+    return None
+
+
 # ---- the policy -------------------------------------------------------------------------
 class QLMPolicy(Policy):
     """QLM: request groups + virtual queues + planner + RWT estimator (see module doc)."""
@@ -187,6 +202,8 @@ class QLMPolicy(Policy):
         max_evict: int = 32,
         min_replan_s: float = 0.5,
         balance: bool = True,
+        swapping: bool = True,
+        pull_limit: bool = True,
     ) -> None:
         self.tick_s = tick_s
         self.groups = GroupTable(group_cap)
@@ -196,11 +213,14 @@ class QLMPolicy(Policy):
         self.max_evict = max_evict
         self.min_replan_s = min_replan_s
         self.balance = balance
+        self.swapping = swapping  # ablation: False = never swap; groups only go where their model runs
+        self.pull_limit = pull_limit  # ablation: False = dispatch without the batch-capacity limit
         self.vqueues: dict[str, list[str]] = {}
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
         self._slo: dict[str, SLOClass] = {}
         self._last_plan = -np.inf
+        self._next_tick = tick_s  # ticks come every tick_s from tick_s on
         self.replans = 0
         self.evictions = 0
 
@@ -230,11 +250,12 @@ class QLMPolicy(Policy):
         group = self.groups.add(request)
         if group.id not in self.assigned:
             self.replan(view)
-        actions: list[Action] = []
         inst_id = self.assigned.get(group.id)
+        actions = self.pull(view, [inst_id] if inst_id else None)
+        if self.balance and _dispatch_of(request, actions) is None:
+            actions.extend(self._offer(request, view))
         if inst_id is not None:
-            actions.extend(self._admit(request, view.instances[inst_id], view))
-        actions.extend(self.pull(view, [inst_id] if inst_id else None))
+            actions.extend(self._admit(request, view.instances[inst_id], view, actions, group))
         return actions
 
     def on_requeue(self, request: Request, view: ClusterView) -> Sequence[Action]:
@@ -266,6 +287,7 @@ class QLMPolicy(Policy):
         return actions
 
     def on_tick(self, view: ClusterView) -> Sequence[Action]:
+        self._next_tick = view.now + (self.tick_s or 0.0)
         if any(self.vqueues.values()):
             self.replan(view)
         return self.pull(view)
@@ -333,6 +355,8 @@ class QLMPolicy(Policy):
             m: (0.0 if m == model else tail + self.estimator.swap_s(inst, model, m, set()))
             for m in inst.profiles
         }
+        if not self.swapping and model is not None:  # ablation: only the model it runs
+            return PlannerInstance(inst.id, (model,), model, ready, {model: 0.0})
         return PlannerInstance(inst.id, tuple(sorted(inst.profiles)), model, ready, swap_in)
 
     # ---- pulling and swapping -----------------------------------------------------------
@@ -357,6 +381,9 @@ class QLMPolicy(Policy):
                         pos += 1
                     continue
                 if group.model != inst.active_model:
+                    if not self.swapping:  # ablation: a group of another model waits elsewhere
+                        pos += 1
+                        continue
                     actions.append(Swap(inst.id, group.model, mode="wait", reason=f"head {group.id}"))
                     break
                 before = len(actions)
@@ -379,7 +406,7 @@ class QLMPolicy(Policy):
             if r.state is not RequestState.QUEUED or r.id not in view.queue:
                 group.requests.popleft()
                 continue
-            if not self.estimator.admits(inst, r, held_tokens, held):
+            if self.pull_limit and not self.estimator.admits(inst, r, held_tokens, held):
                 return held, held_tokens, True
             group.requests.popleft()
             prio = self._slo[r.slo_class].priority
@@ -406,6 +433,40 @@ class QLMPolicy(Policy):
             if full:
                 return
 
+    def _offer(self, r: Request, view: ClusterView) -> list[Action]:
+        """Work-conserving arrival: when ``r``'s own instance does not take it, the ready
+        instances of its model with nothing queued of their own and room for it (the pulling
+        rule, :meth:`RWTEstimator.admits`) pull now instead of at their next engine event.
+        Order: by when ``r``'s prefill would end there (when the engine is done with the
+        prompts it holds, :meth:`RWTEstimator.prefill_free_at`, plus ``r``'s prompt at its
+        prefill rate), the first three of those re-ordered by the step-by-step prefill replay
+        (:meth:`RWTEstimator.engine_first_token`). An idle instance has no engine events and
+        would otherwise wait for the next tick."""
+        est = self.estimator
+        now = view.now
+        prompt = float(r.prompt_tokens + r.generated_tokens)
+        cands: list[tuple[float, str]] = []
+        for inst_id in sorted(view.instances):
+            inst = view.instances[inst_id]
+            if not inst.accepts(r.model) or self._has_queued(inst_id):
+                continue
+            held = len(inst.outstanding)
+            if held >= inst.profiles[r.model].max_num_seqs:
+                continue
+            held_tokens = sum(est.projected_tokens(q) for q in inst.outstanding.values())
+            if est.admits(inst, r, held_tokens, held):
+                start = max(now, est.prefill_free_at(inst, r.model, now))
+                cands.append((start + prompt / est.prefill_speed(inst, r.model), inst_id))
+        cands.sort()
+        # the few that start it first by that measure, ordered by the full prefill replay
+        top = sorted((est.engine_first_token(view.instances[i], r.model, prompt, now), i) for _, i in cands[:3])
+        actions: list[Action] = []
+        for _, inst_id in top + cands[3:]:
+            actions.extend(self.pull(view, [inst_id]))
+            if _dispatch_of(r, actions) is not None:
+                break
+        return actions
+
     @staticmethod
     def _drop_dispatched(group: RequestGroup) -> bool:
         """Drop requests that left the queue from the group's head; True if any remain."""
@@ -428,18 +489,38 @@ class QLMPolicy(Policy):
                     return out
         return out
 
-    def _admit(self, r: Request, inst: InstanceView, view: ClusterView) -> list[Action]:
-        """Predict ``r``'s wait at its queue position; evict lower-priority work if the
-        prediction says it will miss its SLO."""
+    def _admit(
+        self, r: Request, inst: InstanceView, view: ClusterView, taken: Sequence[Action] = (),
+        group: RequestGroup | None = None,
+    ) -> list[Action]:
+        """Predict ``r``'s wait: its engine's prefill when ``taken`` dispatches it now,
+        else from its queue position; evict lower-priority work if the prediction says it
+        will miss its SLO."""
         now = view.now
+        d = _dispatch_of(r, taken)
+        if d is not None:
+            target = view.instances[d.instance_id]
+            before = 0.0  # prompts dispatched to the same engine ahead of r, prefilled first
+            for a in taken:
+                if a is d:
+                    break
+                if isinstance(a, Dispatch) and a.instance_id == target.id and a.request_id in view.requests:
+                    q = view.requests[a.request_id]
+                    before += q.prompt_tokens + q.generated_tokens
+            join = None
+            if d.reason.startswith("pull"):
+                # its own virtual queue took it: later arrivals of the model are placed the
+                # same way while it has room, and join its next prefill step
+                join = sum(self.estimator.arrival_rate(r.model, c, now) for c in self._slo)
+            ws = self.estimator.dispatch_wait(target, r, now, before, join)
+            r.meta["pred_path"] = "dispatched"
+            self._record(r, ws, ws.p_within(r.ttft_deadline_s - now), target, [r], 0, view)
+            return []
         queue = self.flat_queue(inst.id, upto=r)
         if not queue or queue[-1] is not r:
             return []
         k = len(queue) - 1
-        pool = self._pool(r.model, view) if self.balance else []
-        pooled: dict[str, Any] = self._pooled_args(r, inst, queue, pool, view) if pool else {}
-        ws = (self.estimator.pooled_wait(pool, r, now=now, **pooled) if pool
-              else self.estimator.wait_at(inst, queue, k, now))
+        ws = self._queued_wait(r, inst, queue, view, group)
         deadline = r.ttft_deadline_s - now
         p = ws.p_within(deadline)
         actions: list[Action] = []
@@ -468,60 +549,98 @@ class QLMPolicy(Policy):
                     actions.append(Abort(q.id, requeue=True, reason=f"SLO of {r.id}"))
                 self.evictions += need
                 gone = {q.id for q in chosen}
-                if pool:
-                    pooled = self._pooled_args(r, inst, queue, pool, view, exclude=gone)
-                ws = (self.estimator.pooled_wait(pool, r, now=now, exclude=gone, **pooled) if pool
-                      else self.estimator.wait_at(inst, queue, k, now, exclude=gone))
+                ws = self._queued_wait(r, inst, queue, view, group, exclude=gone)
                 p = ws.p_within(deadline)
+        self._record(r, ws, p, inst, queue, k, view)
+        return actions
+
+    def _record(self, r: Request, ws: WaitSamples, p: float, inst: InstanceView, queue: list[Request],
+                k: int, view: ClusterView) -> None:
+        """Store the prediction on the request (``meta``), with the mean-only baseline. A
+        request no instance can run (its prompt reaches the model's context length) will
+        be refused by the engine: P(meet) 0."""
+        if not any(self.estimator.can_serve(i, r) for i in view.instances_for(r.model)):
+            p = 0.0
         r.meta["pred_wait_s"] = ws.mean
+        r.meta["pred_wait_p50_s"] = float(ws.quantile(0.5))
         r.meta["pred_wait_p90_s"] = float(ws.quantile(0.9))
         r.meta["p_meet"] = p
         r.meta["pred_ahead"] = ws.ahead
         r.meta["pred_instance"] = inst.id
         r.meta["pred_wait_base_s"] = self.estimator.baseline_wait(inst, queue, k)
-        return actions
 
-    @staticmethod
-    def _pool(model: str, view: ClusterView) -> list[InstanceView]:
-        """Instances that will take queued requests of ``model`` (ready with it active)."""
-        return [i for _, i in sorted(view.instances.items()) if i.accepts(model)]
-
-    def _pooled_args(
-        self, r: Request, inst: InstanceView, queue: list[Request], pool: list[InstanceView], view: ClusterView,
-        exclude: set[str] | frozenset[str] = frozenset(),
-    ) -> dict[str, Any]:
-        """What :meth:`RWTEstimator.pooled_wait` needs about ``r``'s place under balancing:
-        the requests ahead of it in the pool (count and projected KV tokens), whether its own
-        instance dispatches it right away (nothing ahead in its virtual queue and the pulling
-        rule admits it), the more urgent classes that may still arrive ahead of it, the
-        instances whose own virtual queue is empty (they take work from others: their free KV
-        is usable now) and those swapping to ``r``'s model (they will take work when awake)."""
+    def _queued_wait(
+        self, r: Request, inst: InstanceView, queue: list[Request], view: ClusterView,
+        group: RequestGroup | None = None, exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> WaitSamples:
+        """Prediction for ``r`` left queued at admission. Without load balancing: its own
+        virtual queue (:meth:`RWTEstimator.wait_at`). With it: a replay of the pulling rule
+        over the instances of its model (:meth:`RWTEstimator.replay_wait`), resumed while
+        the plan and the pool are unchanged."""
         est = self.estimator
         now = view.now
-        ahead, tokens = self._ahead_in_pool(r)
-        home = None
-        if len(queue) == 1 and inst.accepts(r.model):
-            held_reqs = [q for q in inst.outstanding.values() if q.id not in exclude]
-            held_tokens = sum(est.projected_tokens(q) for q in held_reqs)
-            if est.admits(inst, r, held_tokens, len(held_reqs)):
-                home = inst
+        if not self.balance:
+            return est.wait_at(inst, queue, len(queue) - 1, now, exclude)
+        key = (self.replans, frozenset(exclude), self._pool_signature(r.model, view))
+        if group is not None and not exclude:
+            ws = est.resume_wait(r, group.id, now, key)
+            if ws is not None:
+                r.meta["pred_path"] = "replay"
+                return ws
+        members, groups, order = self._replay_inputs(r.model, view, exclude)
+        r.meta["pred_path"] = "replay"
         d = r.ttft_deadline_s - now
-        urgent = []
-        for name, cls in self._slo.items():
-            h = d - cls.ttft_s  # an arrival of this class within h seconds is due before r
-            if name == r.slo_class or h <= 0:
-                continue
-            rate = est.arrival_rate(r.model, name, now)
-            if rate > 0:
-                urgent.append((rate * est.mean_projected(r.model, name), h))
-        # an instance not serving r's model yet (swapping to it) may reach r before the pool
-        queued = None if inst.accepts(r.model) else est.wait_at(inst, queue, len(queue) - 1, now, exclude)
-        r.meta["pred_path"] = "home" if home is not None else ("queue" if queued is not None else "pool")
-        open_ids = {i.id for i in pool if not self._has_queued(i.id)}
-        joining = [i for _, i in sorted(view.instances.items())
-                   if i.pending_model == r.model and i.state in (InstanceState.SWAPPING, InstanceState.DRAINING)]
-        return {"ahead": ahead, "ahead_tokens": tokens, "home": home, "urgent": urgent, "queued": queued,
-                "open_ids": open_ids, "joining": joining}
+        urgent = [(name, d - cls.ttft_s) for name, cls in sorted(self._slo.items())
+                  if name != r.slo_class and d - cls.ttft_s > 0]
+        replan = self._next_tick - now if self.tick_s else None
+        return est.replay_wait(members, groups, order, r, now, key, exclude, urgent, replan)
+
+    def _pool_signature(self, model: str, view: ClusterView) -> tuple[tuple[str, int, str | None], ...]:
+        """The instances that serve or are about to serve ``model``, with their state: a
+        replay made under another signature is stale."""
+        return tuple((i.id, int(i.state), i.active_model) for _, i in sorted(view.instances.items())
+                     if i.active_model == model or i.pending_model == model)
+
+    def _replay_inputs(
+        self, model: str, view: ClusterView, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[list[PoolMember], list[tuple[str, list[Request]]], list[int]]:
+        """What the dispatch replay needs: the instances that will pull ``model``'s queued
+        requests (ready with it; swapping or draining to it; ready with another model whose
+        virtual queue starts with a group of it), each with its own groups of the model in
+        queue order; the queued requests per group; the groups in deadline order."""
+        est = self.estimator
+        now = view.now
+        live = [(g.id, g, [q for q in g.requests if q.state is RequestState.QUEUED])
+                for g in self.groups.groups.values() if g.model == model]
+        live = [x for x in live if x[2]]
+        index = {gid: k for k, (gid, _, _) in enumerate(live)}
+        order = sorted(range(len(live)), key=lambda k: (live[k][1].earliest_deadline_s, live[k][0]))
+        members: list[PoolMember] = []
+        for inst_id in sorted(view.instances):
+            inst = view.instances[inst_id]
+            own: list[int] = []
+            leaves = False
+            first: str | None = None  # model of the first group with queued requests
+            for gid in self.vqueues.get(inst_id, []):
+                g = self.groups.groups.get(gid)
+                if g is None or not any(q.state is RequestState.QUEUED for q in g.requests):
+                    continue
+                first = first or g.model
+                if g.model != model:
+                    leaves = True
+                    break
+                if gid in index:
+                    own.append(index[gid])
+            pinned = tuple(k for k in own if live[k][0] in self.started)
+            if inst.accepts(model):
+                members.append(PoolMember(inst, tuple(own), leaves, pinned=pinned))
+            elif inst.pending_model == model and inst.state in (InstanceState.SWAPPING, InstanceState.DRAINING):
+                members.append(PoolMember(inst, tuple(own), leaves, max(1e-9, est.join_in_s(inst, model, now))))
+            elif inst.ready and first == model and model in inst.profiles:
+                # its next pull swaps to the model: drain, then sleep + wake
+                drain = float(est.running_residuals(inst, now).max(axis=1).mean()) if inst.outstanding else 0.0
+                members.append(PoolMember(inst, tuple(own), leaves, max(1e-9, drain + inst.activate_cost_s(model))))
+        return members, [(gid, reqs) for gid, _, reqs in live], order
 
     def _has_queued(self, inst_id: str) -> bool:
         """Whether the virtual queue of ``inst_id`` holds a queued request."""
@@ -530,28 +649,6 @@ class QLMPolicy(Policy):
             if g is not None and any(q.state is RequestState.QUEUED for q in g.requests):
                 return True
         return False
-
-    def _ahead_in_pool(self, r: Request) -> tuple[int, float]:
-        """Queued requests of ``r``'s model served before it under load balancing: those of
-        its model with an earlier TTFT deadline, and their projected KV tokens (the mean of
-        their class). Inside a group deadlines rise with arrival, so only a group straddling
-        ``r``'s deadline is scanned."""
-        d = r.ttft_deadline_s
-        n = 0
-        tokens = 0.0
-        for g in self.groups.groups.values():
-            if g.model != r.model or not g.requests:
-                continue
-            if g.requests[-1].ttft_deadline_s < d:
-                k = sum(1 for q in g.requests if q.state is RequestState.QUEUED)
-            elif g.requests[0].ttft_deadline_s < d:
-                k = sum(1 for q in g.requests
-                        if q is not r and q.state is RequestState.QUEUED and q.ttft_deadline_s < d)
-            else:
-                continue
-            n += k
-            tokens += k * self.estimator.mean_projected(g.model, g.slo_class)
-        return n, tokens
 
     def report(self, run: Any) -> dict[str, Any]:
         """The ``estimator`` block (prediction accuracy) plus planner counters."""

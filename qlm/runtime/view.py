@@ -59,7 +59,16 @@ class InstanceView:
         return self.profiles.get(self.active_model) if self.active_model else None
 
     def stats(self) -> InstanceStats:
+        """The engine's own metrics (scraped at run time: may be a moment old)."""
         return self.backend.stats()
+
+    def waiting(self, now: float, grace_s: float = 0.0) -> int:
+        """Requests dispatched here more than ``grace_s`` before ``now`` that have no first
+        token yet (queued in the engine), from the control plane's own events: the same in
+        the simulator and at run time, unlike the engine's scraped ``num_waiting``."""
+        cut = now - grace_s
+        return sum(1 for r in self.outstanding.values()
+                   if r.first_token_s is None and r.dispatched_s is not None and r.dispatched_s < cut)
 
     def activate_cost_s(self, model: str) -> float:
         """Seconds until ``model`` could serve here: 0 if active; else sleep + wake/cold."""

@@ -7,6 +7,9 @@ MILP, paper baseline) is scored by exactly the same rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from qlm.solver.problem import GroupSpec, InstanceSpec, SchedulingProblem
 
@@ -23,10 +26,11 @@ class ProblemIndex:
         self.value: dict[str, float] = {g.id: problem.value(g) for g in problem.groups}
         self.scale = problem.time_scale_s()
         z = problem.weights.risk_z
-        self._service: dict[tuple[str, str], float] = {}
+        self.service_by_type: dict[tuple[str, str], float] = {}
+        """(group id, instance type) -> planning service time."""
         for g in problem.groups:
             for itype, st in g.service_s.items():
-                self._service[(g.id, itype)] = st.mean_s + z * st.std_s
+                self.service_by_type[(g.id, itype)] = st.mean_s + z * st.std_s
         hosts: dict[str, list[str]] = {}
         for inst in problem.instances:
             for model in inst.hostable_models:
@@ -36,13 +40,38 @@ class ProblemIndex:
             i.id: i.resolved_swap_back_s() for i in problem.instances
         }
 
+    @cached_property
+    def group_pos(self) -> dict[str, int]:
+        """Group id -> its index in ``problem.groups``."""
+        return {g.id: n for n, g in enumerate(self.problem.groups)}
+
+    @cached_property
+    def service_table(self) -> np.ndarray:
+        """Planning service times, instances x groups (problem order; inf: not hostable)."""
+        problem = self.problem
+        types = sorted({i.instance_type for i in problem.instances})
+        tix = {t: n for n, t in enumerate(types)}
+        by_type = np.full((len(types), len(problem.groups)), np.inf)
+        z = problem.weights.risk_z
+        for n, g in enumerate(problem.groups):
+            for itype, st in g.service_s.items():
+                row = tix.get(itype)
+                if row is not None:
+                    by_type[row, n] = st.mean_s + z * st.std_s
+        return by_type[[tix[i.instance_type] for i in problem.instances]]
+
+    def service_matrix(self, group_ids: list[str]) -> np.ndarray:
+        """Planning service times of some groups, instances x groups (inf: not hostable)."""
+        pos = self.group_pos
+        return self.service_table[:, [pos[g] for g in group_ids]]
+
     def hosts(self, group_id: str) -> list[str]:
         """Instances that can host the group's model, in problem order."""
         return self.hosts_by_model.get(self.groups[group_id].model, [])
 
     def service(self, group_id: str, instance_id: str) -> float:
         """Planning service time (mean + risk_z * std) of a group on an instance."""
-        return self._service[(group_id, self.instances[instance_id].instance_type)]
+        return self.service_by_type[(group_id, self.instances[instance_id].instance_type)]
 
     def edf_key(self, group_id: str) -> tuple[float, float, str]:
         """EDF order with explicit ties: deadline, then larger value first, then id."""

@@ -33,9 +33,6 @@ class FleetState:
         models = sorted({m for i in insts for m in i.hostable_models}
                         | {g.model for g in idx.problem.groups})
         self.model_ix = {m: n for n, m in enumerate(models)}
-        types = sorted({i.instance_type for i in insts})
-        self.type_ix = {t: n for n, t in enumerate(types)}
-        self.inst_type = np.array([self.type_ix[i.instance_type] for i in insts], dtype=np.int64)
         n, m = len(insts), len(models)
         self.t = np.array([i.free_in_s for i in insts], dtype=float)
         self.cur = np.array(
@@ -51,22 +48,10 @@ class FleetState:
                 self.react[r, c] = back if model == inst.active_model else min(cost, back)
                 self.act[r, c] = self.react[r, c] if model == inst.active_model else cost
         self.queues: dict[str, list[str]] = {iid: [] for iid in self.ids}
-        self._p: dict[str, np.ndarray] = {}
-        self._ntypes = len(types)
 
     def service_vector(self, gid: str) -> np.ndarray:
         """Planning service time of a group on every instance (inf where not hostable)."""
-        vec = self._p.get(gid)
-        if vec is None:
-            by_type = np.full(self._ntypes, np.inf)
-            g = self.idx.groups[gid]
-            z = self.idx.problem.weights.risk_z
-            for itype, st in g.service_s.items():
-                if itype in self.type_ix:
-                    by_type[self.type_ix[itype]] = st.mean_s + z * st.std_s
-            vec = by_type[self.inst_type]
-            self._p[gid] = vec
-        return vec
+        return self.idx.service_table[:, self.idx.group_pos[gid]]
 
     def activation(self, gid: str) -> np.ndarray:
         """Activation (swap) cost of the group's model on every instance, now."""

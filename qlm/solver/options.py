@@ -31,11 +31,17 @@ class SolverOptions:
     pull_forward_limit: int = 400
     """Reconstruction tries same-model pull-forward only on queues up to this length."""
     local_search_share: float = 0.3
-    """Share of time_limit given to the local search on the greedy plan (0 disables it)."""
+    """Share of time_limit given to the local search on the greedy plan (0 disables it); all
+    of the budget but the reserve when the backend is skipped (model too big for the rest)."""
+    walks_per_s: float = 200_000.0
+    """With ``deterministic``: the local search stops after (its budget in s) x walks_per_s
+    exact timeline walks instead of at a wall-clock time (about the rate of a 2-core
+    controller)."""
     backend_s_per_candidate: float = 6e-5
     """The backend is skipped when less than this x model size (+5 ms) of time is left."""
     reserve_share: float = 0.1
-    """Share of time_limit kept back from the backend for rebuilding and scoring its plan."""
+    """Share of time_limit kept back for rebuilding and scoring the last plan (at least 6x the
+    time the greedy plan took to score, measured in the call; at most 25 % of time_limit)."""
     deterministic: bool = False
     """CP-SAT: bound by deterministic time (reproducible) instead of wall time."""
 

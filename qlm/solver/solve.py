@@ -1,8 +1,10 @@
 """Single entry point of the global scheduler: ``solve(problem, backend, time_limit, hint)``.
 
-Pipeline (on-time backends): greedy plan -> pruned on-time program with the greedy (or the
-previous plan) as hint -> backend -> queues rebuilt and re-scored by ``evaluate`` -> the better
-of that and the greedy plan. The returned plan is never worse than greedy by the program's own
+Pipeline (on-time backends): greedy plan -> local search on its on-time sets (``improve.py``)
+-> pruned on-time program with the best plan so far (or the previous plan) as hint -> backend
+-> queues rebuilt and re-scored by ``evaluate`` -> the best of greedy, local search and backend.
+The backend is skipped when the time left is too small for the model's size (the local search
+then gets the whole budget). The returned plan is never worse than greedy by the program's own
 objective. The ``qlm-paper`` baseline returns its own plan (or its EDF fallback) unguarded.
 """
 
@@ -12,7 +14,7 @@ import time
 
 from qlm.solver._index import ProblemIndex
 from qlm.solver.greedy import edf_queues, greedy_queues
-from qlm.solver.improve import improve_on_time
+from qlm.solver.improve import LocalSearch
 from qlm.solver.model import OnTimeResult, build_model, pinned_timelines
 from qlm.solver.options import SolverOptions
 from qlm.solver.plan import Plan, Schedule, SolveStatus, simulate
@@ -25,6 +27,9 @@ __all__ = ["MIN_SOLVER_TIME_S", "greedy_plan", "solve"]
 
 MIN_SOLVER_TIME_S = 0.005
 """The backend is skipped (greedy returned) when less than this is left of time_limit."""
+
+_MAX_RESERVE_SHARE = 0.25
+"""The measured reserve for rebuilding and scoring is capped at this share of time_limit."""
 
 _STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE}
 
@@ -84,8 +89,11 @@ def solve(
     backend
         A registered backend name (``qlm.solver.known_backends()``).
     time_limit
-        Wall-clock budget in seconds for the whole call; the backend gets what is left after
-        the greedy plan and model building (building and reconstruction are not interruptible).
+        Wall-clock budget in seconds for the whole call: greedy, local search (its share, or
+        all when the backend is skipped), the backend (what is left, model building included),
+        less a reserve for rebuilding and scoring the result. The greedy plan, model building
+        in PuLP and the reconstruction are not interruptible; with ``options.deterministic``
+        the search and CP-SAT are bounded by work, not by the clock.
     hint
         The previous epoch's plan: its on-time assignments warm-start the backend.
     options
@@ -102,7 +110,13 @@ def solve(
     run = info.load()
     idx = ProblemIndex(problem)
     greedy = greedy_queues(idx)
+    t_sim = time.perf_counter()
     g_sched = simulate(problem, greedy.queues, greedy.rejected, index=idx)
+    # what is left to do after the search (rebuild queues, score, build the plan) is measured
+    # in layouts of the whole plan; keep that much of the budget back, under load too (capped:
+    # one layout stretched by a preemption must not starve the search)
+    reserve = min(_MAX_RESERVE_SHARE * time_limit,
+                  max(opts.reserve_share * time_limit, 6 * (time.perf_counter() - t_sim)))
     g_obj = g_sched.objective
 
     def left() -> float:
@@ -122,21 +136,41 @@ def solve(
     scope = [g.id for g in problem.groups if g.pinned_instance is None
              and (horizon is None or g.deadline_s <= horizon)]
     best, status, on_time, note = g_sched, SolveStatus.GREEDY, dict(greedy.on_time), ""
-    if opts.local_search_share > 0:
-        sets = improve_on_time(idx, timelines, greedy.on_time, scope,
-                               t0 + time_limit * opts.local_search_share)
-        queues, rejected = queues_from_selection(idx, timelines, pinned_q, sets, opts)
+    search = LocalSearch(idx, timelines, greedy.on_time, scope)
+    # Budget: the local search gets local_search_share of time_limit, the backend what is
+    # left less the reserve; when that is too little for the model's size, the backend is
+    # skipped and the search gets everything but the reserve. With options.deterministic
+    # these decisions use the nominal budget (never the clock) and the search counts walks.
+    backend_s = MIN_SOLVER_TIME_S + opts.backend_s_per_candidate * search.model_size_estimate(opts)
+    ls_s = opts.local_search_share * time_limit
+    if opts.deterministic:
+        reserve = opts.reserve_share * time_limit
+        backend_fits = time_limit - ls_s - reserve >= backend_s
+        backend_limit = time_limit - ls_s - reserve
+    else:
+        backend_fits = left() - ls_s - reserve >= backend_s
+    if not backend_fits:
+        ls_s = (time_limit if opts.deterministic else left()) - reserve
+    if opts.local_search_share > 0 and ls_s > 0:
+        if opts.deterministic:
+            search.run(float("inf"), max_walks=round(ls_s * opts.walks_per_s))
+        else:
+            search.run(time.perf_counter() + ls_s)
+        queues, rejected = queues_from_selection(idx, timelines, pinned_q, search.sets(), opts)
         ls_sched = simulate(problem, queues, rejected, index=idx)
         if ls_sched.objective > best.objective + 1e-9:
             best, status = ls_sched, SolveStatus.HEURISTIC
             on_time = _on_time_pairs(ls_sched, pinned_q)
 
-    previous = _hint_pairs(hint, problem)
-    model = build_model(idx, {**on_time, **previous}, opts, keep=on_time)
-    if left() < MIN_SOLVER_TIME_S + opts.backend_s_per_candidate * model.size:
+    if not opts.deterministic:
+        backend_limit = left() - reserve
+        backend_fits = backend_limit >= backend_s
+    if not backend_fits:
         return _plan(best, status, g_obj, backend, t0,
                      note="backend skipped: time limit too small for the model size")
-    result = run(model, left() - opts.reserve_share * time_limit, opts)
+    previous = _hint_pairs(hint, problem)
+    model = build_model(idx, {**on_time, **previous}, opts, keep=on_time)
+    result = run(model, backend_limit, opts)
     assert isinstance(result, OnTimeResult)
     if result.chosen is None:
         return _plan(best, status, g_obj, backend, t0,

@@ -25,3 +25,15 @@ def test_bad_config_fails_in_one_line(tmp_path: Path) -> None:
 def test_bad_port() -> None:
     res = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert res.exit_code == 2 and "--port" in res.output
+
+
+def test_unreachable_engine_fails_in_one_line(tmp_path: Path) -> None:
+    # port 1 refuses connections: the static engine never answers /health within 0.5 s
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("runtime:\n  launcher: static\n  ready_timeout_s: 0.5\n  engines:\n"
+                   "    - {id: e0, gpu: A100-80G,\n"
+                   "       models: [{model: m, url: 'http://127.0.0.1:1', profile: mistral-7b}]}\n",
+                   encoding="utf-8")
+    res = CliRunner().invoke(app, ["serve", "--config", str(cfg), "--port", "18999"])
+    assert res.exit_code == 1, res.output
+    assert "cannot start the gateway" in res.output and "e0" in res.output and "Traceback" not in res.output

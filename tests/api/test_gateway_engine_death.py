@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -45,3 +46,37 @@ def test_engine_death_mid_stream_then_503(solo: ServedGateway) -> None:
     assert httpx.get(f"{solo.base}/ready").status_code == 503
     r2 = httpx.post(f"{solo.base}/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2})
     assert r2.status_code == 503 and r2.json()["error"]["type"] == "service_unavailable"
+
+
+def test_queued_request_fails_fast_when_every_engine_for_it_dies() -> None:
+    # one engine, two models: a long mistral stream keeps it busy, so the qwen request waits in
+    # the global queue for the swap (edf drains first); killing the engine must end it with 503
+    cfg = parse_gateway_config({"policy": "edf", "emulated": {"speed": 5.0}})
+    with ServedGateway(cfg, [EmulatedEngineSpec("duo", "A100-80G", ("mistral-7b", "qwen2.5-7b"))]) as s:
+        long = {"model": "mistral-7b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000,
+                "stream": True}
+        result: dict[str, httpx.Response] = {}
+
+        def queued() -> None:
+            result["r"] = httpx.post(f"{s.base}/v1/chat/completions", timeout=30, json={
+                "model": "qwen2.5-7b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+
+        with httpx.stream("POST", f"{s.base}/v1/chat/completions", json=long, timeout=30) as r:
+            assert r.status_code == 200
+            next(line for line in r.iter_lines() if line.startswith("data: "))  # the long one runs
+            t = threading.Thread(target=queued)
+            t.start()
+            rt = s.gateway.rt
+            assert rt is not None
+            deadline = time.monotonic() + 10
+            while not any(q.model == "qwen2.5-7b" for q in list(rt.control.queue.values())):
+                assert time.monotonic() < deadline and t.is_alive()
+                time.sleep(0.02)
+            launcher = s.gateway.launcher
+            assert isinstance(launcher, EmulatedLauncher)
+            s.call(launcher.kill("duo"))
+            t.join(15)
+        assert not t.is_alive()
+        resp = result["r"]
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "no_engine"

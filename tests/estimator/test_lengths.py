@@ -53,3 +53,31 @@ def test_cdf_conditions_on_generated_tokens() -> None:
 def test_invalid_prior() -> None:
     with pytest.raises(ValueError, match="mean > 0"):
         LengthPrior(mean=0, std=1)
+
+
+def test_completions_enter_in_start_order() -> None:
+    # a burst starts a, b, c together; b and c (short) end first. Counting them before a
+    # (long) ends would learn only the short ones: they wait for a.
+    m = OutputLengthModel(LengthPrior(mean=500, std=0), min_obs=3)
+    for rid in ("a", "b", "c"):
+        m.start("m", "c", rid)
+    m.observe("m", "c", 10, "b")
+    m.observe("m", "c", 20, "c")
+    assert m.count("m", "c") == 0 and m.pending("m", "c") == 2
+    assert m.mean_var("m", "c")[0] == pytest.approx(500)  # still the prior
+    m.observe("m", "c", 900, "a")
+    # window {900, 10, 20}: mean 310
+    assert m.count("m", "c") == 3 and m.pending("m", "c") == 0
+    assert m.mean_var("m", "c")[0] == pytest.approx(310)
+
+
+def test_cancelled_start_releases_the_ones_behind() -> None:
+    m = OutputLengthModel(min_obs=1)
+    m.start("m", "c", "a")
+    m.start("m", "c", "b")
+    m.observe("m", "c", 40, "b")
+    assert m.count("m", "c") == 0
+    m.cancel("a")  # evicted: it will not complete in this run
+    assert m.count("m", "c") == 1 and m.mean_var("m", "c")[0] == pytest.approx(40)
+    m.observe("m", "c", 70)  # not started here (no first token seen): counted at once
+    assert m.count("m", "c") == 2

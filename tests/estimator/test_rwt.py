@@ -6,8 +6,10 @@ import pytest
 from qlm.domain.cluster import InstanceSpec, NodeSpec
 from qlm.domain.request import Request, RequestState
 from qlm.estimator import EstimatorConfig, GroupLoad, LengthPrior, RWTEstimator
+from qlm.estimator.rwt import PoolMember
 from qlm.perf.swap_model import Residency
-from qlm.runtime.view import InstanceView
+from qlm.runtime.events import FirstToken
+from qlm.runtime.view import ClusterView, InstanceView
 from tests.factories import SWAP, flat_profile, make_engine
 
 
@@ -111,17 +113,66 @@ def test_engine_first_token_chunked_prefill() -> None:
     assert est.engine_first_token(make_view(), "m", 10, now=0.0) == pytest.approx(0.010)
 
 
-def test_pooled_wait_free_room_and_release() -> None:
+def test_engine_first_token_replays_from_the_last_step_boundary() -> None:
     est = make_estimator()
+    view = running_view(now=0.5)
+    b = view.outstanding["b"]
+    b.dispatched_s, b.prompt_tokens = 0.4, 20_000
+    # the engine reported a first token at 0.45 s: a step started then, with b's prompt.
+    # Steps of 10 ms carry 2047 prompt tokens next to a's decode: b needs 10 steps (the
+    # 10th, 0.54 -> 0.55 s, has b's last 1,577 tokens and the first 470 of a 3,000-token
+    # prompt dispatched at 0.5 s); then 2,046 per step (b decodes too): 2,530 left -> two
+    # more steps, first token at 0.57 s, 70 ms after the dispatch.
+    x = rq("x", state=RequestState.RUNNING, dispatched_s=0.3)
+    cluster = ClusterView(lambda: 0.45, {"i0": view}, {}, {"x": x}, {})
+    est.observe(FirstToken("x", "i0", 0.45), cluster)
+    assert est.engine_first_token(view, "m", 3000, now=0.5) == pytest.approx(0.070)
+
+
+def test_dispatch_replay_wait() -> None:
+    est = make_estimator()
+    view = running_view(now=0.5)  # 2 slots (max_num_seqs), both held: a leaves at 1.0 s
     r = rq("r")
-    # empty open instance: r (projected 10 + 100 tokens) fits now; its wait is one 10 ms
-    # prefill step (median of the log-normal model-error spread around 10 ms)
-    ws = est.pooled_wait([make_view()], r, 0, now=0.0)
-    assert float(np.median(ws.samples)) == pytest.approx(0.010, rel=0.02)
-    # the same instance with nothing free (not open): r waits for a release. running_view's
-    # residuals are a: 0.5 s, b: 1.01 s (test_running_residuals); with 1 request ahead
-    # (110 tokens) r needs 220 tokens freed: a frees 110 at 0.5 s, b 110 more at 1.01 s;
-    # then b's instance prefills r's 10 tokens after the one ahead of it:
-    # 1.01 + first token 10 ms + 10 prompt tokens ahead * 0 s/token (flat steps) = 1.02 s
-    ws = est.pooled_wait([running_view()], r, 1, now=0.5, open_ids=set())
-    assert float(np.median(ws.samples)) == pytest.approx(1.02, rel=0.02)
+    ws = est.replay_wait([PoolMember(view)], [("g", [r])], [0], r, now=0.5)
+    # r is dispatched when a leaves (0.5 s from now, test_running_residuals); the engine
+    # already planned the step after that completion (one 10 ms decode step for b), so r's
+    # 10-token prompt is in the next: first token at 1.0 + 0.01 + 0.01 = 1.02 s, a wait of
+    # 0.52 s (median of the model-error spread)
+    assert float(np.median(ws.samples)) == pytest.approx(0.52, rel=1e-3)
+    # a later arrival at the tail of the same group resumes the replay: the instance holds
+    # b and r (2 = max_num_seqs), so r2 waits for b to leave, 1.01 s from now (first token
+    # 10 ms, then 100 tokens of 10 ms), and goes in the step after the next: a wait of
+    # 1.01 + 0.01 + 0.01 = 1.03 s
+    r2 = rq("r2")
+    ws2 = est.resume_wait(r2, "g", 0.5, None)
+    assert ws2 is not None
+    assert float(np.median(ws2.samples)) == pytest.approx(1.03, rel=1e-3)
+
+
+def test_dispatch_wait_on_an_idle_engine() -> None:
+    est = make_estimator()
+    ws = est.dispatch_wait(make_view(), rq("r"), now=0.0)
+    # one 10 ms step carries the 10-token prompt
+    assert float(np.median(ws.samples)) == pytest.approx(0.010, rel=1e-3)
+
+
+def test_can_serve_needs_the_prompt_inside_the_context() -> None:
+    est = make_estimator()
+    view = make_view()
+    short = dict(view.profiles)
+    short["m"] = flat_profile(max_seqs=2, max_model_len=50)
+    view.profiles = short
+    # a 10-token prompt fits a 50-token context; a 50-token one does not (the engine needs
+    # at least one token of room to generate)
+    assert est.can_serve(view, rq("a"))
+    assert not est.can_serve(view, Request(id="b", model="m", slo_class="c", arrival_s=0.0, prompt_tokens=50))
+
+
+def test_arrival_rate_over_the_time_seen() -> None:
+    est = make_estimator()
+    for t in (0.0, 0.5, 1.0):
+        est.observe_arrival(Request(id=f"a{t}", model="m", slo_class="c", arrival_s=t, prompt_tokens=10))
+    # 3 arrivals since the first one 2 s ago (less than the 10 s window): 1.5 per second
+    assert est.arrival_rate("m", "c", now=2.0) == pytest.approx(1.5)
+    # 20 s later: none within the last 10 s
+    assert est.arrival_rate("m", "c", now=21.0) == 0.0

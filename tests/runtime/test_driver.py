@@ -60,9 +60,7 @@ async def test_submit_streams_tokens_and_reports_events(emulator: EmulatorFactor
     assert kinds == [FirstToken, Finished]
     assert sink.of(Finished)[0].output_tokens == 25 and sink.of(Finished)[0].reason == "length"
     assert streams["a"].delivered_tokens == 25
-    chunks = []
-    while not streams["a"]._q.empty():
-        chunks.append(streams["a"]._q.get_nowait())
+    chunks = streams["a"].ready()
     assert len("".join(c.text for c in chunks).split()) == 25
     await inst.refresh()
     assert inst.stats().generation_tokens_total >= 25

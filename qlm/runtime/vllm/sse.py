@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
+
+import orjson
 
 DONE = "[DONE]"
 
@@ -21,10 +22,28 @@ def parse_sse_line(line: str) -> dict[str, Any] | str | None:
     payload = line[5:].strip()
     if payload == DONE:
         return DONE
-    obj = json.loads(payload)
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:  # a ValueError
+        raise ValueError(f"SSE data is not JSON: {payload[:80]!r}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"SSE data is not a JSON object: {payload[:80]!r}")
     return obj
+
+
+async def sse_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+    """The lines of a byte stream (``\\n``-terminated; a last unterminated line included),
+    one list per chunk read: a stream that delivers several events per network read is
+    parsed with one await per read, not one per line."""
+    rest = b""
+    async for data in chunks:
+        rest += data
+        if b"\n" not in data:
+            continue
+        *lines, rest = rest.split(b"\n")
+        yield [line.decode() for line in lines]
+    if rest:
+        yield [rest.decode()]
 
 
 def parse_sse(lines: Iterable[str]) -> list[dict[str, Any] | str]:

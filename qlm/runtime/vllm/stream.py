@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -48,7 +49,8 @@ class RequestStream:
         self.streaming = streaming
         self.delivered_tokens = 0
         self.end: StreamEnd | None = None
-        self._q: asyncio.Queue[StreamChunk | StreamEnd] = asyncio.Queue()
+        self._items: deque[StreamChunk | StreamEnd] = deque()
+        self._waiter: asyncio.Future[None] | None = None  # the consumer, while it waits
 
     @property
     def sent(self) -> bool:
@@ -59,23 +61,48 @@ class RequestStream:
     def closed(self) -> bool:
         return self.end is not None
 
+    def _put(self, item: StreamChunk | StreamEnd) -> None:
+        self._items.append(item)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
     def push(self, text: str, tokens: int) -> None:
         if self.end is not None or tokens <= 0 and not text:
             return
         self.delivered_tokens += tokens
-        self._q.put_nowait(StreamChunk(text, tokens))
+        self._put(StreamChunk(text, tokens))
 
     def close(self, end: StreamEnd) -> None:
         if self.end is None:
             self.end = end
-            self._q.put_nowait(end)
+            self._put(end)
+
+    async def _next(self) -> StreamChunk | StreamEnd:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
     async def __aiter__(self) -> AsyncIterator[StreamChunk]:
         while True:
-            item = await self._q.get()
+            item = await self._next()
             if isinstance(item, StreamEnd):
                 return
             yield item
+
+    def ready(self) -> list[StreamChunk]:
+        """The chunks already waiting, without blocking (the end stays queued): lets a
+        consumer that fell behind send several chunks at once."""
+        out: list[StreamChunk] = []
+        while self._items and isinstance(self._items[0], StreamChunk):
+            item = self._items.popleft()
+            assert isinstance(item, StreamChunk)
+            out.append(item)
+        return out
 
     async def collect(self) -> tuple[str, StreamEnd]:
         """The whole text and the end (for non-streamed responses)."""
