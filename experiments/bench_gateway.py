@@ -73,59 +73,58 @@ def _session(concurrency: int) -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=120.0))
 
 
-def _stats(ttfts: list[float], e2es: list[float], failed: int, wall: float) -> dict[str, float]:
-    t = np.array(ttfts) * 1000
-    e = np.array(e2es) * 1000
+class _Tally:
+    """Latencies of finished requests and the count of failed ones."""
 
-    def pct(a: np.ndarray, q: float) -> float:
-        return float(np.percentile(a, q)) if len(a) else float("nan")
+    def __init__(self) -> None:
+        self.ttfts: list[float] = []
+        self.e2es: list[float] = []
+        self.failed = 0
 
-    return {"completed": len(ttfts), "failed": failed, "rps": len(ttfts) / wall,
-            "ttft_p50_ms": pct(t, 50), "ttft_p99_ms": pct(t, 99), "e2e_p50_ms": pct(e, 50), "e2e_p99_ms": pct(e, 99),
-            "mean_open_streams": float(e.sum() / 1000 / wall) if len(e) else 0.0}
+    def add(self, res: tuple[float, float] | None) -> None:
+        if res is None:
+            self.failed += 1
+        else:
+            self.ttfts.append(res[0])
+            self.e2es.append(res[1])
+
+    def stats(self, wall: float) -> dict[str, float]:
+        t = np.array(self.ttfts) * 1000
+        e = np.array(self.e2es) * 1000
+
+        def pct(a: np.ndarray, q: float) -> float:
+            return float(np.percentile(a, q)) if len(a) else float("nan")
+
+        return {"completed": len(t), "failed": self.failed, "rps": len(t) / wall,
+                "ttft_p50_ms": pct(t, 50), "ttft_p99_ms": pct(t, 99), "e2e_p50_ms": pct(e, 50),
+                "e2e_p99_ms": pct(e, 99), "mean_open_streams": float(e.sum() / 1000 / wall) if len(e) else 0.0}
 
 
 async def closed_loop(bases: list[str], concurrency: int, duration_s: float, max_tokens: int) -> dict[str, float]:
     """``concurrency`` clients back to back for ``duration_s``."""
-    ttfts: list[float] = []
-    e2es: list[float] = []
-    failed = 0
+    tally = _Tally()
     stop = time.perf_counter() + duration_s
     rr = itertools.cycle(bases)
     async with _session(concurrency) as session:
         async def worker() -> None:
-            nonlocal failed
             while time.perf_counter() < stop:
-                res = await one_request(session, next(rr), max_tokens)
-                if res is None:
-                    failed += 1
-                else:
-                    ttfts.append(res[0])
-                    e2es.append(res[1])
+                tally.add(await one_request(session, next(rr), max_tokens))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return _stats(ttfts, e2es, failed, wall)
+    return tally.stats(wall)
 
 
 async def open_loop(bases: list[str], rate: float, duration_s: float, max_tokens: int,
                     concurrency: int) -> dict[str, float]:
     """Arrivals every ``1 / rate`` seconds for ``duration_s`` (the same schedule for every target)."""
-    ttfts: list[float] = []
-    e2es: list[float] = []
-    failed = 0
+    tally = _Tally()
     rr = itertools.cycle(bases)
     n = int(rate * duration_s)
     async with _session(concurrency * 2) as session:
         async def one(base: str) -> None:
-            nonlocal failed
-            res = await one_request(session, base, max_tokens)
-            if res is None:
-                failed += 1
-            else:
-                ttfts.append(res[0])
-                e2es.append(res[1])
+            tally.add(await one_request(session, base, max_tokens))
 
         t0 = time.perf_counter()
         tasks = []
@@ -136,7 +135,7 @@ async def open_loop(bases: list[str], rate: float, duration_s: float, max_tokens
             tasks.append(asyncio.create_task(one(next(rr))))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
-    return _stats(ttfts, e2es, failed, wall)
+    return tally.stats(wall)
 
 
 async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: float, mode: str

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,9 @@ from qlm.sim.runner import RunSpec, run_policy  # noqa: E402
 from qlm.workload.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: the experiments package sits beside it
+from experiments.paper.common import git_head, md_table  # noqa: E402
+
 TRACE = REPO.parent / "shared" / "data" / "azure2023_conv.csv"  # ../shared beside the repo
 RUNS: list[dict[str, Any]] = [
     {"label": "small", "scenario": "small"},
@@ -92,20 +94,6 @@ def pct(x: float | None) -> str:
 
 def num(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
-
-
-def md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def git_head() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=False)
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def report(rows: list[tuple[dict[str, Any], dict[str, Any], float]], argv: list[str]) -> str:

@@ -179,7 +179,8 @@ def shrink(base: Scenario, factor: float) -> Scenario:
 # ---- output ----------------------------------------------------------------------------------
 
 
-def _git_head() -> str:
+def git_head() -> str:
+    """Short hash of the repository's HEAD, or ``unknown``."""
     import subprocess
 
     try:
@@ -192,7 +193,7 @@ def _git_head() -> str:
 
 def machine() -> dict[str, Any]:
     return {
-        "git_head": _git_head(),
+        "git_head": git_head(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu_cores": os.cpu_count(),
