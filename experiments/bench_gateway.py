@@ -1,5 +1,6 @@
-"""Gateway overhead: the same emulated vLLM engines measured directly, behind `qlm serve`, and
-behind vllm-router (PyPI, policy round_robin), in two modes.
+"""Gateway overhead: the same emulated vLLM engines measured directly, behind `qlm serve` (one
+per ``--policies``: ``fcfs`` measures the relay alone, ``qlm`` adds its scheduling decisions),
+and behind vllm-router (PyPI, policy round_robin), in two modes.
 
     python experiments/bench_gateway.py --out out/bench_gateway
 
@@ -142,9 +143,10 @@ async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: fl
                       ) -> dict[str, dict[str, float]]:
     emu_urls = await procs.emulators(args.engines, MODEL, prefix=f"{mode}-emu", gpu="A100-80G", speed=speed)
     targets: list[tuple[str, list[str]]] = [("direct", emu_urls)]
-    cfg = static_gateway_config(emu_urls, MODEL, gpu="A100-80G", speed=speed, policy=args.policy,
-                                profile="mistral-7b", scheduling_policy="fcfs")
-    targets.append(("qlm serve", [await procs.gateway(cfg, name=f"{mode}-gateway")]))
+    for policy in args.policies:
+        cfg = static_gateway_config(emu_urls, MODEL, gpu="A100-80G", speed=speed, policy=policy,
+                                    profile="mistral-7b", scheduling_policy="fcfs")
+        targets.append((f"qlm serve ({policy})", [await procs.gateway(cfg, name=f"{mode}-gateway-{policy}")]))
     if router_path() is not None and not args.no_router:
         with contextlib.suppress(RuntimeError):
             targets.append(("vllm-router", [await procs.router(emu_urls, name=f"{mode}-router")]))
@@ -197,18 +199,20 @@ def main() -> None:
     ap.add_argument("--latency-max-tokens", type=int, default=128, help="latency mode: tokens per stream")
     ap.add_argument("--speed", type=float, default=100.0, help="throughput mode: emulator time compression")
     ap.add_argument("--max-tokens", type=int, default=16, help="throughput mode: tokens per request")
-    ap.add_argument("--policy", default="qlm")
+    ap.add_argument("--policies", default="fcfs,qlm",
+                    help="one qlm serve per policy (fcfs: the relay alone; qlm: with its scheduling)")
     ap.add_argument("--no-router", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("out/bench_gateway"))
     args = ap.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     bad = [m for m in args.modes if m not in ("latency", "throughput")]
     if bad:
         ap.error(f"--modes: unknown mode(s) {bad}; known: latency, throughput")
     doc = asyncio.run(main_async(args))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [f"Machine: {machine}; {args.engines} emulated A100 engines (mistral-7b profile); "
-             f"policy {args.policy}; {args.duration:g} s per target.", ""]
+             f"qlm serve policies {', '.join(args.policies)}; {args.duration:g} s per target.", ""]
     if "latency" in doc:
         lines += [f"Latency (open loop): {args.rate:g} req/s, {args.latency_max_tokens} tokens per stream, "
                   f"emulators at speed {args.latency_speed:g}.", "", *table(doc["latency"], "latency"), ""]

@@ -19,20 +19,18 @@ client that goes away cancels its request (dequeued, or aborted on its engine).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -148,20 +146,75 @@ def _usage(end: StreamEnd) -> dict[str, int]:
             "total_tokens": end.prompt_tokens + end.completion_tokens}
 
 
-class _SSEResponse(StreamingResponse):
-    """A stream that stops (cancelling its generator) as soon as the client disconnects, even
-    while no token flows (queued), whatever ASGI version the server speaks."""
+class _SSEResponse(Response):
+    """The SSE response of one admitted request, written straight from its token stream:
+    every chunk waiting is framed and sent in one write, the headers go out at once (a
+    queued request's client sees them before its first token), and a client that goes
+    away interrupts the stream at once, even while no token flows (queued).
+
+    ``done(outcome)`` is called once at the end: ``finished``, ``failed`` or ``cancelled``
+    (the client went away or the response was torn down)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, adm: Admitted, framer: _Framer, headers: dict[str, str],
+                 done: Callable[[str], None]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self.adm = adm
+        self.framer = framer
+        self.done = done
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
-            async def stream() -> None:
-                with contextlib.suppress(OSError):
-                    await self.stream_response(send)
-                tg.cancel_scope.cancel()
+        stream = self.adm.stream
 
-            tg.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            tg.cancel_scope.cancel()
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            stream.interrupt()
+
+        watcher = asyncio.ensure_future(watch())
+        outcome = "cancelled"
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            outcome = await self._relay(send)
+        except OSError:
+            pass
+        finally:
+            watcher.cancel()
+            self.done(outcome)
+
+    async def _relay(self, send: Send) -> str:
+        """Write the chunks as they come, then the end; the outcome."""
+        stream, framer = self.adm.stream, self.framer
+        started = False
+        while True:
+            await stream.wait()
+            if stream.interrupted:
+                return "cancelled"
+            parts = [framer.text(c.text) for c in stream.ready()]
+            if parts and not started and framer.chat:
+                parts.insert(0, framer.role())
+            started = started or bool(parts)
+            end = stream.end  # set: every chunk was taken above
+            if end is None:
+                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                continue
+            if not end.ok:
+                err = _end_error(end)
+                parts.append(sse_error(err.message, err.status, type=err.type).encode())
+                outcome = "failed"
+            else:
+                if not started and framer.chat:
+                    parts.append(framer.role())
+                parts.append(framer.text("", end.reason or "stop"))
+                if framer.include_usage:
+                    parts.append(framer.usage(end))
+                parts.append(b"data: [DONE]\n\n")
+                outcome = "finished"
+            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+            return outcome
 
 
 class _Framer:
@@ -173,28 +226,35 @@ class _Framer:
         self.chat = chat
         self.include_usage = include_usage
         self.created = int(time.time())
+        # a text chunk is these bytes around the JSON string of its text (orjson's layout of _chunk)
+        head = self._chunk({"index": 0, "delta" if chat else "text": None}).split(b'"index":0,', 1)[0]
+        self._text_head = head + (b'"index":0,"delta":{"content":' if chat else b'"index":0,"text":')
+        self._text_tail = (b"}" if chat else b"") + b',"logprobs":null,"finish_reason":null}]' + (
+            b',"usage":null}\n\n' if include_usage else b"}\n\n")
 
-    def _chunk(self, choice: dict[str, Any]) -> str:
+    def _chunk(self, choice: dict[str, Any]) -> bytes:
         obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                                "created": self.created, "model": self.model, "choices": [choice]}
         if self.include_usage:
             obj["usage"] = None
-        return f"data: {orjson.dumps(obj).decode()}\n\n"
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
 
-    def role(self) -> str:
+    def role(self) -> bytes:
         return self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                             "finish_reason": None})
 
-    def text(self, text: str, finish: str | None = None) -> str:
+    def text(self, text: str, finish: str | None = None) -> bytes:
+        if text and finish is None:
+            return self._text_head + orjson.dumps(text) + self._text_tail
         if self.chat:
             delta = {"content": text} if text else {}
             return self._chunk({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish})
         return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
 
-    def usage(self, end: StreamEnd) -> str:
+    def usage(self, end: StreamEnd) -> bytes:
         obj: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                "created": self.created, "model": self.model, "choices": [], "usage": _usage(end)}
-        return f"data: {orjson.dumps(obj).decode()}\n\n"
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def whole(self, text: str, end: StreamEnd) -> dict[str, Any]:
         if self.chat:
@@ -271,8 +331,7 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         framer = _Framer(adm, body.model, chat, include_usage)
         if body.stream:
-            return _SSEResponse(_sse(adm, framer), media_type="text/event-stream",
-                                     headers=headers)
+            return _SSEResponse(adm, framer, headers, lambda outcome: _streamed(adm, outcome))
         return await _buffered(adm, framer, request, headers)
 
     async def _buffered(adm: Admitted, framer: _Framer, request: Request, headers: dict[str, str]) -> Response:
@@ -296,35 +355,10 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
         gw.outcome(adm, "finished")
         return JSONResponse(framer.whole(text, end), headers=headers)
 
-    async def _sse(adm: Admitted, framer: _Framer) -> AsyncIterator[str]:
-        started = False
-        outcome = "cancelled"  # unless the loop ends: the client went away (cancelled here)
-        try:
-            async for chunk in adm.stream:
-                if not started and framer.chat:
-                    yield framer.role()
-                started = True
-                more = adm.stream.ready()  # fell behind: one write for every chunk waiting
-                yield framer.text(chunk.text) if not more else "".join(
-                    [framer.text(chunk.text), *(framer.text(c.text) for c in more)])
-            end = adm.stream.end
-            assert end is not None
-            if not end.ok:
-                outcome = "failed"
-                err = _end_error(end)
-                yield sse_error(err.message, err.status, type=err.type)
-                return
-            if not started and framer.chat:
-                yield framer.role()
-            yield framer.text("", end.reason or "stop")
-            if framer.include_usage:
-                yield framer.usage(end)
-            yield "data: [DONE]\n\n"
-            outcome = "finished"
-        finally:
-            if outcome == "cancelled":
-                gw.cancel(adm)
-            gw.outcome(adm, outcome)
+    def _streamed(adm: Admitted, outcome: str) -> None:
+        if outcome == "cancelled":
+            gw.cancel(adm)
+        gw.outcome(adm, outcome)
 
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(request: Request) -> Response:

@@ -7,10 +7,9 @@ the emulator and the estimator all use it, so they agree by construction.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
-
-import numpy as np
 
 from qlm.domain.cluster import GPUType, ModelSpec
 from qlm.perf.catalog import Catalog, default_catalog
@@ -51,7 +50,8 @@ class EngineProfile:
         if n >= xs[-1]:
             slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
             return ys[-1] + slope * (n - xs[-1])
-        return float(np.interp(n, xs, ys))
+        j = bisect_right(xs, n) - 1  # xs[j] <= n < xs[j + 1]; np.interp's arithmetic, without its call overhead
+        return (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (n - xs[j]) + ys[j]
 
     def step_time(self, prefill_tokens: int, decode_seqs: int, context_tokens: int) -> float:
         """Seconds for one iteration (0 when there is nothing to run)."""

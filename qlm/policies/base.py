@@ -1,15 +1,40 @@
-"""The scheduling-policy interface."""
+"""The scheduling-policy interface, and how a policy's planner solves run."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar, TypeVar
 
 from qlm.domain.request import Request
 from qlm.runtime.actions import Action
 from qlm.runtime.events import EngineEvent
 from qlm.runtime.view import ClusterView
+
+T = TypeVar("T")
+
+
+class PlanRunner:
+    """Where and when a policy's planner solves run; the driver injects it
+    (:meth:`Policy.use_plan_runner`).
+
+    A policy splits a replan in three: it snapshots the planner input on the control
+    plane's thread, hands ``solve`` (a pure function of that snapshot) and ``done`` (which
+    applies the result to the policy's state) to :meth:`run`, and asks for at most one solve
+    at a time.
+
+    This default runs ``solve`` at once and ``done`` before :meth:`run` returns, inside the
+    hook that asked: the simulator's runner (virtual time, deterministic), and the one a
+    policy uses when no driver sets another. An exception in ``solve`` propagates.
+
+    A deferred runner (the runtime's, :mod:`qlm.runtime.loop`) runs
+    ``solve`` elsewhere and calls ``done`` later on the control plane's thread, with
+    ``None`` when the solve failed; it then carries out :meth:`Policy.on_plan`'s actions.
+    It may never call ``done`` when the driver stops meanwhile.
+    """
+
+    def run(self, solve: Callable[[], T], done: Callable[[T | None], None]) -> None:
+        done(solve())
 
 
 class Policy(ABC):
@@ -25,11 +50,18 @@ class Policy(ABC):
     - ``view.queue`` holds every request not yet dispatched; a request leaves it only through a
       ``Dispatch`` or ``Reject``. Evicted requests come back through ``on_requeue``.
     - ``tick_s`` is the period of :meth:`on_tick` (``None``: never called).
+    - Slow work (a planner's solve) goes through ``plan_runner`` (:class:`PlanRunner`), never
+      straight into a hook: the runtime runs it off its event loop.
     - Deterministic: ties are broken explicitly (by arrival time, then id).
     """
 
     name: ClassVar[str]
     tick_s: float | None = None
+    plan_runner: PlanRunner = PlanRunner()
+
+    def use_plan_runner(self, runner: PlanRunner) -> None:
+        """The driver says how solves run (before :meth:`start`)."""
+        self.plan_runner = runner
 
     def start(self, view: ClusterView) -> Sequence[Action]:
         """Called once before the first arrival."""
@@ -49,4 +81,8 @@ class Policy(ABC):
 
     def on_tick(self, view: ClusterView) -> Sequence[Action]:
         """Periodic hook (scheduling epoch)."""
+        return ()
+
+    def on_plan(self, view: ClusterView) -> Sequence[Action]:
+        """A deferred solve's result was applied (:class:`PlanRunner`): the actions it enables."""
         return ()

@@ -22,6 +22,13 @@ Structure (QLM, SoCC'24):
   :class:`GreedyEDFPlanner`, takes groups in deadline order and puts each on the instance
   giving the earliest predicted start including swap cost. A MILP planner (``qlm.solver``)
   can implement the same interface.
+- **Solves** go through the driver's :class:`~qlm.policies.base.PlanRunner`: the input is
+  snapshotted on the control plane's thread, ``plan`` (a pure function of it) runs at once
+  (simulator) or in a worker thread (runtime), and the plan is applied on the control plane's
+  thread, reconciled with what changed meanwhile (:meth:`QLMPolicy._apply_plan`). One solve
+  at a time, so a planner's own state (``MILPPlanner``'s warm-start hint, counters) is only
+  touched by one thread; requests meanwhile coalesce into one more solve. While a solve is in
+  flight a new group gets a provisional place at once (:meth:`QLMPolicy._place`).
 - **Pulling.** An instance takes requests from the head of its virtual queue while it holds
   fewer than the batch capacity the estimator computes (``max_num_seqs`` or what its KV cache
   holds at the typical request size). With load balancing, an instance with spare room then
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -177,6 +185,18 @@ class GreedyEDFPlanner:
         return out
 
 
+_PROVISIONAL = GreedyEDFPlanner()
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One replan's solver input, with the groups it saw and those already pinned."""
+
+    inp: PlannerInput
+    groups: frozenset[str]
+    pinned: frozenset[str]
+
+
 def _dispatch_of(r: Request, actions: Sequence[Action]) -> Dispatch | None:
     """The action among ``actions`` that dispatches ``r``, or None."""
     for a in actions:
@@ -221,8 +241,11 @@ class QLMPolicy(Policy):
         self._slo: dict[str, SLOClass] = {}
         self._last_plan = -np.inf
         self._next_tick = tick_s  # ticks come every tick_s from tick_s on
-        self.replans = 0
+        self.replans = 0  # plans applied
         self.evictions = 0
+        self._layout = 0  # bumped whenever virtual queues are rebuilt or a group is placed
+        self._solving: _Snapshot | None = None  # the solve in flight
+        self._again = False  # a replan was asked for while a solve was in flight
 
     # ---- hooks --------------------------------------------------------------------------
     def configure(self, scenario: Any) -> None:
@@ -249,7 +272,7 @@ class QLMPolicy(Policy):
         self.estimator.observe_arrival(request)
         group = self.groups.add(request)
         if group.id not in self.assigned:
-            self.replan(view)
+            self._replan_for([group], view)
         inst_id = self.assigned.get(group.id)
         actions = self.pull(view, [inst_id] if inst_id else None)
         if self.balance and _dispatch_of(request, actions) is None:
@@ -261,17 +284,19 @@ class QLMPolicy(Policy):
     def on_requeue(self, request: Request, view: ClusterView) -> Sequence[Action]:
         group = self.groups.requeue(request)
         if group.id not in self.assigned:
-            self.replan(view)
+            self._replan_for([group], view)
         return self.pull(view)
 
     def on_event(self, event: EngineEvent, view: ClusterView) -> Sequence[Action]:
         self.estimator.observe(event, view)
         if isinstance(event, InstanceDown):
-            for gid in self.vqueues.get(event.instance_id, []):
+            orphans = self.vqueues.get(event.instance_id, [])
+            for gid in orphans:
                 self.assigned.pop(gid, None)
                 self.started.discard(gid)
             self.vqueues[event.instance_id] = []
-            self.replan(view)
+            self._layout += 1
+            self._replan_for([g for gid in orphans if (g := self.groups.groups.get(gid)) is not None], view)
             return self.pull(view)
         inst = view.instances[event.instance_id]
         actions = self.pull(view, [inst.id])
@@ -292,13 +317,47 @@ class QLMPolicy(Policy):
             self.replan(view)
         return self.pull(view)
 
+    def on_plan(self, view: ClusterView) -> Sequence[Action]:
+        return self.pull(view)
+
     # ---- planning -----------------------------------------------------------------------
     def _live_groups(self) -> list[RequestGroup]:
         self.groups.discard_empty()
         return list(self.groups)
 
     def replan(self, view: ClusterView) -> None:
-        """Rebuild every virtual queue with the planner."""
+        """Rebuild every virtual queue with the planner: the input is snapshotted here, the
+        solve goes through ``plan_runner``, and the plan is applied by :meth:`_planned`
+        (at once in the simulator; later, on the control plane's thread, at run time). At
+        most one solve is in flight: a request meanwhile makes one more solve after it."""
+        if self._solving is not None:
+            self._again = True
+            return
+        snap = self._snapshot(view)
+        if snap is None:
+            return
+        self._solving = snap
+        self._last_plan = view.now
+        try:
+            self.plan_runner.run(partial(self.planner.plan, snap.inp), partial(self._planned, snap, view))
+        except BaseException:
+            if self._solving is snap:
+                self._solving = None
+            raise
+
+    def _replan_for(self, groups: Sequence[RequestGroup], view: ClusterView) -> None:
+        """Replan because ``groups`` have no place; while the solve runs, each gets a
+        provisional one (:meth:`_place`), so no arrival waits for a solve."""
+        self.replan(view)
+        if self._solving is None:
+            return
+        for g in sorted(groups, key=lambda g: (g.earliest_deadline_s, g.id)):
+            if g.id not in self.assigned:
+                self._place(g, view)
+
+    def _snapshot(self, view: ClusterView) -> _Snapshot | None:
+        """The planner input for the live groups and the instances that are up (None: all
+        down); pure data, so the solve may run on another thread."""
         now = view.now
         live = self._live_groups()
         for gid in list(self.assigned):
@@ -309,7 +368,7 @@ class QLMPolicy(Policy):
         insts = [view.instances[i] for i in sorted(view.instances)]
         insts = [i for i in insts if i.state is not InstanceState.DOWN]
         if not insts:
-            return
+            return None
         pgroups = tuple(
             PlannerGroup(
                 id=g.id, model=g.model, slo_class=g.slo_class, size=len(g),
@@ -319,20 +378,108 @@ class QLMPolicy(Policy):
             )
             for g in live
         )
-        # an open group will keep growing until sealed: plan for its cap
-        mean, std = self.estimator.group_service(
-            [GroupLoad(g.model, g.slo_class, len(g) if g.full else g.cap) for g in live], insts
-        )
+        mean, std = self.estimator.group_service([self._load(g) for g in live], insts)
         pinsts = tuple(self._planner_instance(i, now) for i in insts)
-        out = self.planner.plan(PlannerInput(pgroups, pinsts, mean, std))
+        pinned = frozenset(g.id for g in pgroups if g.pinned_instance is not None)
+        return _Snapshot(PlannerInput(pgroups, pinsts, mean, std), frozenset(g.id for g in live), pinned)
+
+    @staticmethod
+    def _load(g: RequestGroup) -> GroupLoad:
+        # an open group will keep growing until sealed: plan for its cap
+        return GroupLoad(g.model, g.slo_class, len(g) if g.full else g.cap)
+
+    def _planned(self, snap: _Snapshot, view: ClusterView, out: PlannerOutput | None) -> None:
+        """The solve of ``snap`` ended (``out`` None: it failed, provisional placements stay):
+        apply it, then start the solve that was asked for meanwhile, if any."""
+        if self._solving is snap:
+            self._solving = None
+        if out is not None:
+            self._apply_plan(snap, out, view)
+        if self._again:
+            self._again = False
+            self.replan(view)
+
+    def _apply_plan(self, snap: _Snapshot, out: PlannerOutput, view: ClusterView) -> None:
+        """Rebuild the virtual queues from ``out``, reconciled with what changed since
+        ``snap`` was taken (nothing in the simulator): a group that ended is dropped; one
+        that started since stays on its instance, ahead of the plan's groups there; one
+        created since keeps its provisional place; one whose instance went down (or that
+        has no place) gets a provisional one."""
+        self._live_groups()  # groups that ended since the snapshot are gone
+        live = self.groups.groups
+        self.started &= live.keys()
+        up = {i for i, v in view.instances.items() if v.state is not InstanceState.DOWN}
+        old_queues, old_assigned = self.vqueues, self.assigned
+        # started since the snapshot, on an instance that is still up: stays there
+        stay = {gid: inst for gid, inst in old_assigned.items()
+                if gid in self.started and gid not in snap.pinned and gid in live and inst in up}
         self.vqueues = {i: [] for i in sorted(view.instances)}
         self.assigned = {}
-        for inst_id, gids in out.queues.items():
-            self.vqueues[inst_id] = list(gids)
+        for inst_id, gids in old_queues.items():
             for gid in gids:
-                self.assigned[gid] = inst_id
-        self._last_plan = now
+                if stay.get(gid) == inst_id:
+                    self.vqueues[inst_id].append(gid)
+                    self.assigned[gid] = inst_id
+        for inst_id, gids in out.queues.items():
+            for gid in gids:
+                if gid in live and gid not in stay and inst_id in up:
+                    self.vqueues[inst_id].append(gid)
+                    self.assigned[gid] = inst_id
+        for inst_id, gids in old_queues.items():  # created since: provisional place kept
+            for gid in gids:
+                if gid not in snap.groups and gid in live and gid not in self.assigned and inst_id in up:
+                    self.vqueues[inst_id].append(gid)
+                    self.assigned[gid] = inst_id
         self.replans += 1
+        self._layout += 1
+        planned_down = {gid for i, q in out.queues.items() if i not in up for gid in q}
+        lost = [g for g in live.values()
+                if g.id not in self.assigned and (g.id not in snap.groups or g.id in planned_down)]
+        for g in sorted(lost, key=lambda g: (g.earliest_deadline_s, g.id)):
+            self._place(g, view)
+
+    def _place(self, group: RequestGroup, view: ClusterView) -> None:
+        """Provisional placement: the greedy planner (:class:`GreedyEDFPlanner`) on this
+        group alone, each instance ready once the groups of its virtual queue are served;
+        the group joins the end of that queue. Cheap, deterministic (ties: no swap, then
+        instance order); the next plan replaces it."""
+        now = view.now
+        insts = [view.instances[i] for i in sorted(view.instances)]
+        insts = [i for i in insts if i.state is not InstanceState.DOWN]
+        if not insts or group.id not in self.groups.groups:
+            return
+        ahead = [[g for gid in self.vqueues.get(i.id, [])
+                  if (g := self.groups.groups.get(gid)) is not None and g is not group and g.requests]
+                 for i in insts]
+        rows = [g for q in ahead for g in q] + [group]
+        mean, std = self.estimator.group_service([self._load(g) for g in rows], insts)
+        pinsts = []
+        row = 0
+        for k, inst in enumerate(insts):
+            base = self._planner_instance(inst, now)
+            ready, model = base.ready_in_s, base.model
+            for g in ahead[k]:
+                if g.model in base.models and np.isfinite(mean[row, k]):
+                    if g.model != model:
+                        ready += (base.swap_in_s[g.model] if model == base.model
+                                  else self.estimator.swap_s(inst, model, g.model, set()))
+                        model = g.model
+                    ready += float(mean[row, k])
+                row += 1
+            swap_in = base.swap_in_s if model == base.model else {
+                m: (0.0 if m == model else self.estimator.swap_s(inst, model, m, set())) for m in base.models
+            }
+            pinsts.append(PlannerInstance(inst.id, base.models, model, ready, swap_in))
+        cls = self._slo[group.slo_class]
+        pg = PlannerGroup(group.id, group.model, group.slo_class, len(group), group.earliest_deadline_s - now,
+                          cls.priority, cls.weight)
+        out = _PROVISIONAL.plan(PlannerInput((pg,), tuple(pinsts), mean[-1:], std[-1:]))
+        d = out.decisions.get(group.id)
+        if d is None or d.instance_id is None:
+            return
+        self.vqueues.setdefault(d.instance_id, []).append(group.id)
+        self.assigned[group.id] = d.instance_id
+        self._layout += 1
 
     def _planner_instance(self, inst: InstanceView, now: float) -> PlannerInstance:
         model = inst.pending_model if inst.pending_model is not None else inst.active_model
@@ -581,7 +728,7 @@ class QLMPolicy(Policy):
         now = view.now
         if not self.balance:
             return est.wait_at(inst, queue, len(queue) - 1, now, exclude)
-        key = (self.replans, frozenset(exclude), self._pool_signature(r.model, view))
+        key = (self._layout, frozenset(exclude), self._pool_signature(r.model, view))
         if group is not None and not exclude:
             ws = est.resume_wait(r, group.id, now, key)
             if ws is not None:

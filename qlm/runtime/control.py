@@ -117,8 +117,8 @@ class ControlPlane:
         self._apply(self.policy.on_tick(self.view))
 
     def apply(self, actions: Sequence[Action]) -> None:
-        """Carry out actions a policy decided outside a hook (the real-time runtime computes
-        slow ticks off the event loop and applies their actions here)."""
+        """Carry out actions a policy decided outside a hook (the real-time runtime applies
+        a plan solved off its event loop, then the policy's ``on_plan`` actions, here)."""
         self._apply(actions)
 
     def cancel(self, request_id: str, reason: str = "cancelled") -> bool:

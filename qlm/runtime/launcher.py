@@ -102,7 +102,6 @@ async def start_runtime(
     slo_classes: Mapping[str, SLOClass],
     *,
     catalog: Catalog | None = None,
-    offload_ticks: bool | None = None,
     processes: ProcessControl | None = None,
 ) -> RuntimeLoop:
     """Connect to ``cfg``'s engines (waiting until ready, putting non-initial models to
@@ -120,7 +119,7 @@ async def start_runtime(
             await b.close()
         raise
     control = ControlPlane(policy, views, dict(slo_classes), clock, strict=False)
-    rt = RuntimeLoop(control, health_interval_s=cfg.health_interval_s, offload_ticks=offload_ticks)
+    rt = RuntimeLoop(control, health_interval_s=cfg.health_interval_s)
     await rt.start()
     return rt
 

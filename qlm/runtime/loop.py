@@ -5,11 +5,15 @@ The control plane never sleeps or blocks; this loop feeds it:
 - ``submit``/``cancel`` from any coroutine on the loop's thread;
 - backend events, processed promptly (each ``post`` schedules one ``process_pending`` with
   ``call_soon``; bursts coalesce);
-- policy ticks every ``policy.tick_s`` virtual seconds. With ``offload_ticks`` (default: the
-  policy's ``offload_ticks`` attribute, else False) ``on_tick`` runs in a worker thread while
-  control-plane processing pauses (events and submissions wait, unchanged state for the
-  policy to read); the actions are then applied on the loop. Token streaming never waits:
-  drivers push tokens to :class:`RequestStream`s directly, not through the control plane;
+- policy ticks every ``policy.tick_s`` virtual seconds, on the loop;
+- planner solves off the loop: the policy's :class:`~qlm.policies.base.PlanRunner` is this
+  loop's, which runs ``solve`` (a pure function of a snapshot taken on the loop) in one
+  worker thread, then applies the plan on the loop and carries out the policy's
+  ``on_plan`` actions (pulls) like a tick's. Nothing waits for a solve meanwhile: events,
+  submissions and token streams go on (the policy places new groups provisionally). A
+  failed solve is logged and the provisional placements stay; :meth:`RuntimeLoop.stop`
+  cancels a solve in flight (its plan is never applied). Token streaming never waits on the
+  control plane in any case: drivers push tokens to :class:`RequestStream`s directly;
 - health polling and metrics scraping (``check_health()``/``refresh()`` of backends that
   have them) every ``health_interval_s`` wall seconds. A dead engine's requests come back
   as ``Aborted`` events: replayable ones are requeued by the control plane, streams that
@@ -29,14 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from qlm.domain.request import Request
+from qlm.policies.base import PlanRunner
 from qlm.runtime.control import ControlListener, ControlPlane
 from qlm.runtime.events import EngineEvent
 from qlm.runtime.vllm.stream import RequestStream, StreamChunk, StreamEnd
@@ -44,6 +47,8 @@ from qlm.runtime.vllm.stream import RequestStream, StreamChunk, StreamEnd
 log = logging.getLogger("qlm.runtime.loop")
 
 __all__ = ["RequestStream", "RuntimeLoop", "StreamChunk", "StreamEnd"]
+
+T = TypeVar("T")
 
 
 class _LoopSink:
@@ -56,6 +61,17 @@ class _LoopSink:
     def post(self, event: EngineEvent) -> None:
         self.control.post(event)
         self.kick()
+
+
+class _ThreadPlanRunner(PlanRunner):
+    """The runtime's plan runner: ``solve`` in the loop's planner thread, ``done`` and the
+    policy's ``on_plan`` actions back on the loop (:meth:`RuntimeLoop._solve`)."""
+
+    def __init__(self, rt: RuntimeLoop) -> None:
+        self.rt = rt
+
+    def run(self, solve: Callable[[], T], done: Callable[[T | None], None]) -> None:
+        self.rt._start_solve(solve, done)
 
 
 class _Ends(ControlListener):
@@ -71,7 +87,8 @@ class RuntimeLoop:
 
     ``control`` should be built with ``strict=False`` and a ``RealClock`` whose ``speed``
     matches the engines' (1.0 for real vLLM; the emulators' ``--speed`` otherwise). Its
-    backends are re-bound to this loop's sink.
+    backends are re-bound to this loop's sink, and its policy's solves to this loop's
+    planner thread.
     """
 
     def __init__(
@@ -79,17 +96,12 @@ class RuntimeLoop:
         control: ControlPlane,
         *,
         health_interval_s: float = 1.0,
-        offload_ticks: bool | None = None,
     ) -> None:
         if control.strict:
             log.warning("a real-time control plane should run with strict=False")
         self.control = control
         self.policy = control.policy
         self.health_interval_s = health_interval_s
-        self.offload_ticks = (
-            bool(getattr(self.policy, "offload_ticks", False)) if offload_ticks is None
-            else offload_ticks
-        )
         self.speed = float(getattr(control.clock, "speed", 1.0))
         self.streams: dict[str, RequestStream] = {}
         self.ended: dict[str, int] = {}  # request id -> number of terminal transitions seen
@@ -97,13 +109,14 @@ class RuntimeLoop:
         self._idle = asyncio.Event()
         self._idle.set()
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}
-        self._buffer: deque[Callable[[], object]] = deque()
-        self._busy = False
         self._scheduled = False
         self._tasks: list[asyncio.Task[Any]] = []
+        self._solves: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.slow_ticks = 0
+        self.plans = 0  # solves whose plan was applied
+        self.failed_solves = 0
+        self.policy.use_plan_runner(_ThreadPlanRunner(self))
         sink = _LoopSink(control, self._kick)
         for inst in control.instances.values():
             b = inst.backend
@@ -124,20 +137,24 @@ class RuntimeLoop:
             self._tasks.append(asyncio.create_task(self._health_loop()))
 
     async def stop(self) -> None:
-        """Stop background tasks and close backends that have ``close()``."""
-        for t in self._tasks:
+        """Stop background tasks (a solve in flight is abandoned: its thread finishes on its
+        own, its plan is never applied) and close backends that have ``close()``."""
+        tasks = [*self._tasks, *self._solves]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        self._solves.clear()
         for inst in self.control.instances.values():
             close = getattr(inst.backend, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
         if self._executor is not None:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def __aenter__(self) -> RuntimeLoop:
         await self.start()
@@ -192,11 +209,8 @@ class RuntimeLoop:
 
     # ---- processing ---------------------------------------------------------------------
     def _run(self, fn: Callable[[], object]) -> None:
-        if self._busy:
-            self._buffer.append(fn)
-        else:
-            self._guard(fn)
-            self._process()
+        self._guard(fn)
+        self._process()
 
     def _guard(self, fn: Callable[[], object]) -> None:
         try:
@@ -212,10 +226,6 @@ class RuntimeLoop:
 
     def _process(self) -> None:
         self._scheduled = False
-        if self._busy:
-            return
-        while self._buffer:
-            self._guard(self._buffer.popleft())
         self._guard(self.control.process_pending)
 
     def _on_end(self, r: Request) -> None:
@@ -235,24 +245,34 @@ class RuntimeLoop:
         period = tick_s / self.speed
         while True:
             await asyncio.sleep(period)
-            if not self.offload_ticks:
-                self._guard(self.control.tick)
-                self._process()
-                continue
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qlm-policy")
-            loop = asyncio.get_running_loop()
-            self._busy = True
-            try:
-                actions = await loop.run_in_executor(self._executor, self.policy.on_tick,
-                                                     self.control.view)
-                self._busy = False
-                self._guard(functools.partial(self.control.apply, actions))
-            except Exception:
-                log.exception("policy tick failed")
-            finally:
-                self._busy = False
-                self._process()
+            self._run(self.control.tick)
+
+    # ---- planner solves (the policy's PlanRunner) ---------------------------------------
+    def _start_solve(self, solve: Callable[[], T], done: Callable[[T | None], None]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(self._solve(solve, done))
+        self._solves.add(task)
+        task.add_done_callback(self._solves.discard)
+
+    async def _solve(self, solve: Callable[[], T], done: Callable[[T | None], None]) -> None:
+        """``solve`` in the planner thread; then, on the loop, ``done`` (the policy applies
+        the plan) and the policy's ``on_plan`` actions, as a tick's. A failed solve is
+        logged and reported as ``None``; a cancelled one (``stop``) reports nothing."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qlm-planner")
+        result: T | None = None
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, solve)
+        except Exception:
+            self.failed_solves += 1
+            log.exception("planner solve failed; provisional placements kept")
+        self._run(lambda: self._planned(done, result))
+
+    def _planned(self, done: Callable[[T | None], None], result: T | None) -> None:
+        done(result)
+        if result is not None:
+            self.plans += 1
+        self.control.apply(self.policy.on_plan(self.control.view))
 
     async def _health_loop(self) -> None:
         while True:

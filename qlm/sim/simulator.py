@@ -13,7 +13,7 @@ from qlm.domain.request import Request
 from qlm.perf.catalog import Catalog
 from qlm.perf.engine_model import build_profile
 from qlm.perf.swap_model import Residency, swap_costs
-from qlm.policies.base import Policy
+from qlm.policies.base import PlanRunner, Policy
 from qlm.runtime.clock import VirtualClock
 from qlm.runtime.control import ControlListener, ControlPlane
 from qlm.runtime.view import InstanceView
@@ -124,6 +124,7 @@ def simulate(
     truth = {tr.request.id: tr.output_tokens for tr in workload}
     engines, views = build_engines(cluster, heap, truth, engine_policy)
     progress = _Progress()
+    policy.use_plan_runner(PlanRunner())  # solves run at once, inside the hook that asks
     control = ControlPlane(
         policy, views, slo_classes, clock, strict=True, listeners=[progress, *listeners]
     )

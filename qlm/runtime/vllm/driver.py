@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 import httpx
+import orjson
 
 from qlm.domain.request import Request
 from qlm.perf.swap_model import Residency
@@ -245,6 +246,7 @@ class VLLMInstance(InstanceBackend):
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None),
                 auto_decompress=False,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
         return self._aio
 

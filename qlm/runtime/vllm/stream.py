@@ -37,7 +37,9 @@ class RequestStream:
 
     Producers (the instance drivers and the runtime loop) call :meth:`push` and
     :meth:`close` on the event loop; one consumer iterates (``async for chunk in stream``)
-    and then reads :attr:`end`, or awaits :meth:`collect`.
+    and then reads :attr:`end`, or awaits :meth:`collect`; or, to take every chunk that is
+    waiting in one go, loops on :meth:`wait` and :meth:`ready` until :attr:`end` is set
+    (:meth:`interrupt` wakes it for good, e.g. when its client went away).
 
     ``streaming`` says whether the client sees tokens as they arrive. When it does and
     tokens were delivered (:attr:`sent`), a request whose engine dies cannot be replayed
@@ -51,6 +53,7 @@ class RequestStream:
         self.end: StreamEnd | None = None
         self._items: deque[StreamChunk | StreamEnd] = deque()
         self._waiter: asyncio.Future[None] | None = None  # the consumer, while it waits
+        self.interrupted = False
 
     @property
     def sent(self) -> bool:
@@ -78,6 +81,22 @@ class RequestStream:
             self.end = end
             self._put(end)
 
+    def interrupt(self) -> None:
+        """Wake the consumer's :meth:`wait` now and from now on (its client went away)."""
+        self.interrupted = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once an item is waiting (see :meth:`ready`) or the stream was interrupted."""
+        while not self._items and not self.interrupted:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def _next(self) -> StreamChunk | StreamEnd:
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
@@ -96,7 +115,8 @@ class RequestStream:
 
     def ready(self) -> list[StreamChunk]:
         """The chunks already waiting, without blocking (the end stays queued): lets a
-        consumer that fell behind send several chunks at once."""
+        consumer that fell behind send several chunks at once. Once they are taken, a set
+        :attr:`end` means nothing more will come."""
         out: list[StreamChunk] = []
         while self._items and isinstance(self._items[0], StreamChunk):
             item = self._items.popleft()
