@@ -1,7 +1,8 @@
 """RWT estimator: waiting-time distributions for requests in virtual queues.
 
 Public API: :class:`RWTEstimator` (+ :class:`EstimatorConfig`, :class:`GroupLoad`,
-:class:`PoolMember`), :class:`OutputLengthModel` (+ :class:`LengthPrior`),
+:class:`PoolMember`), the paper's mean-only variant :class:`MeanOnlyEstimator` (ablation),
+:class:`OutputLengthModel` (+ :class:`LengthPrior`),
 :class:`ServiceRateModel`, the chunked-prefill replay :func:`prefill_done`, the pulling-rule
 replay :class:`DispatchReplay`, the queueing arithmetic :func:`list_schedule` /
 :func:`queue_starts`, :class:`WaitSamples`, and :func:`accuracy_block` for the simulator's
@@ -11,6 +12,7 @@ replay :class:`DispatchReplay`, the queueing arithmetic :func:`list_schedule` /
 from qlm.estimator.accuracy import accuracy_block, reliability
 from qlm.estimator.dispatch import DispatchReplay
 from qlm.estimator.lengths import LengthPrior, OutputLengthModel
+from qlm.estimator.mean_only import MeanOnlyEstimator
 from qlm.estimator.prefill import prefill_done
 from qlm.estimator.rwt import EstimatorConfig, GroupLoad, PoolMember, RWTEstimator
 from qlm.estimator.service import ServiceRateModel, StepTimes
@@ -21,6 +23,7 @@ __all__ = [
     "EstimatorConfig",
     "GroupLoad",
     "LengthPrior",
+    "MeanOnlyEstimator",
     "OutputLengthModel",
     "PoolMember",
     "RWTEstimator",

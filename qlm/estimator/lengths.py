@@ -94,7 +94,9 @@ class OutputLengthModel:
         self._by_key: dict[tuple[str, str], _Window] = {}
         self._by_model: dict[str, _Window] = {}
         self._moments: dict[tuple[str, str], tuple[float, float]] = {}
-        self._tails: dict[tuple[str, str, float], float] = {}
+        # tail(q) per q: (model, slo_class) -> value; each dict lives as long as the model
+        # (emptied, never replaced, when the distribution changes: see tail_table)
+        self._tails: dict[float, dict[tuple[str, str], float]] = {}
         # started requests per key, in start order: id -> length once ended (None: running)
         self._started: dict[tuple[str, str], OrderedDict[str, float | None]] = {}
         self._key_of: dict[str, tuple[str, str]] = {}
@@ -146,13 +148,15 @@ class OutputLengthModel:
         self._by_key.setdefault((model, slo_class), _Window(self.window)).add(x)
         self._by_model.setdefault(model, _Window(self.window)).add(x)
         self._moments.clear()
-        self._tails.clear()
+        for table in self._tails.values():
+            table.clear()
 
     def set_prior(self, key: str | tuple[str, str], prior: LengthPrior) -> None:
         """Configure the prior of a model (``"m"``) or of a model and class (``("m", "c")``)."""
         self.priors[key] = prior
         self._moments.clear()
-        self._tails.clear()
+        for table in self._tails.values():
+            table.clear()
 
     def count(self, model: str, slo_class: str | None = None) -> int:
         w = self._by_model.get(model) if slo_class is None else self._by_key.get((model, slo_class))
@@ -213,11 +217,22 @@ class OutputLengthModel:
 
     def tail(self, model: str, slo_class: str, q: float = 0.99) -> float:
         """The ``q`` quantile (cached until the next observation)."""
-        key = (model, slo_class, q)
-        hit = self._tails.get(key)
+        table = self._tails.get(q)
+        if table is None:
+            table = self._tails[q] = {}
+        hit = table.get((model, slo_class))
         if hit is None:
-            hit = self._tails[key] = float(self.quantile(model, slo_class, np.array([q]))[0])
+            hit = table[(model, slo_class)] = float(self.quantile(model, slo_class, np.array([q]))[0])
         return hit
+
+    def tail_table(self, q: float) -> dict[tuple[str, str], float]:
+        """The cache of :meth:`tail` at ``q``: ``(model, slo_class) -> value`` for the keys
+        asked so far, emptied when the distribution changes. The same dict object for the
+        model's lifetime, so a hot caller may keep it and read it before calling ``tail``."""
+        table = self._tails.get(q)
+        if table is None:
+            table = self._tails[q] = {}
+        return table
 
     def capped_mean(self, model: str, slo_class: str, cap: int | None) -> float:
         """``E[min(X, cap)]``: a declared ``max_tokens`` caps the output."""

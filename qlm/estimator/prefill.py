@@ -69,17 +69,19 @@ def prefill_done(
     ctx = float(context)
     head = 0
     budget0 = profile.max_num_batched_tokens
-    while head < len(jobs):
+    step_time = profile.step_time  # bound once: the loop runs a step per iteration
+    njobs = len(jobs)
+    while head < njobs:
         if jobs[head][0] > t:  # nothing to prefill before it arrives: decode steps (or idle)
             t = jobs[head][0]
             if n > 0:
-                t += phase * profile.step_time(0, n, int(ctx)) * factor
+                t += phase * step_time(0, n, int(ctx)) * factor
         budget = max(1.0, float(budget0 - n))
         tokens = 0.0
         stored = 0.0  # KV the step reads for its prompts: their tokens computed so far
         finished = []
         k = head
-        while k < len(jobs) and jobs[k][0] <= t and budget > 0:
+        while k < njobs and jobs[k][0] <= t and budget > 0:
             if first[k] != first[k]:  # nan: its first chunk
                 first[k] = t
             c = min(left[k], budget)
@@ -91,13 +93,13 @@ def prefill_done(
                 break
             finished.append(k)
             k += 1
-        t += profile.step_time(int(round(tokens)), n, int(ctx + stored)) * factor
+        t += step_time(int(round(tokens)), n, int(ctx + stored)) * factor
         ctx += n  # one token per decoding sequence
         for k in finished:
             done[k] = t
             n += 1
             ctx += jobs[k][1]
-        while head < len(jobs) and left[head] <= 0:
+        while head < njobs and left[head] <= 0:
             head += 1
     if starts is not None:
         starts[:] = first

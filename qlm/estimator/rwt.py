@@ -25,7 +25,7 @@ the active model, its residency and swap costs. Queries:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +123,7 @@ class RWTEstimator:
         self.lengths = OutputLengthModel(
             cfg.length_prior, window=cfg.length_window, min_obs=cfg.length_min_obs
         )
+        self._kv_tail = self.lengths.tail_table(cfg.kv_quantile)  # read by projected_tokens
         self.service = ServiceRateModel()  # the planner's: model-level mean lengths
         self.batch_service = ServiceRateModel()  # per running batch: its own mix of lengths
         self._prompt: dict[str, float] = {}
@@ -202,9 +203,26 @@ class RWTEstimator:
         """KV tokens ``r`` may hold when it ends: prompt + min(output ``kv_quantile``,
         max_tokens). Above the mean, so that a batch rarely outgrows the KV cache (the engine
         would preempt, by recompute, the newest requests: usually the urgent ones)."""
-        q = self.lengths.tail(r.model, r.slo_class, self.config.kv_quantile)
-        cap = q if r.max_tokens is None else min(q, r.max_tokens)
-        return r.prompt_tokens + cap
+        q = self._kv_tail.get((r.model, r.slo_class))  # hot: summed over batches at every pull
+        if q is None:
+            q = self.lengths.tail(r.model, r.slo_class, self.config.kv_quantile)
+        cap = r.max_tokens
+        return r.prompt_tokens + (q if cap is None or q <= cap else cap)
+
+    def held_tokens(self, reqs: Iterable[Request]) -> float:
+        """``sum(projected_tokens(r) for r in reqs)`` (the same sum, in the same order),
+        without a call per request: a pull sums it over an instance's whole batch."""
+        table = self._kv_tail
+        tail = self.lengths.tail
+        kv_q = self.config.kv_quantile
+        vals = []
+        for r in reqs:
+            q = table.get((r.model, r.slo_class))
+            if q is None:
+                q = tail(r.model, r.slo_class, kv_q)
+            cap = r.max_tokens
+            vals.append(r.prompt_tokens + (q if cap is None or q <= cap else cap))
+        return sum(vals)  # sum(), as the callers' generator sums (3.12+ compensates)
 
     def capacity(
         self, inst: InstanceView, model: str | None = None, slo_class: str | None = None
@@ -803,11 +821,13 @@ class RWTEstimator:
         return WaitSamples(x, ahead, self.config.n_clt)
 
     def baseline_wait(
-        self, inst: InstanceView, queue: Sequence[Request], index: int
+        self, inst: InstanceView, queue: Sequence[Request], index: int,
+        exclude: frozenset[str] | set[str] = frozenset(),
     ) -> float:
         """QLM paper's mean-only estimate: ``n * mean_tokens / token_throughput`` over the
-        ``n`` requests ahead (running and queued), plus swap time where the model changes."""
-        running = len(inst.outstanding)
+        ``n`` requests ahead (running, less ``exclude``, and queued), plus swap time where
+        the model changes (:meth:`token_throughput`, the model-level mean output)."""
+        running = len(inst.outstanding) - sum(1 for q in inst.outstanding.values() if q.id in exclude)
         cur = inst.pending_model if inst.pending_model is not None else inst.active_model
         t = inst.activate_cost_s(inst.pending_model) if inst.pending_model else 0.0
         woken: set[str] = {inst.active_model} if inst.active_model else set()
@@ -825,14 +845,18 @@ class RWTEstimator:
         if target != prev:
             t += self.swap_s(inst, prev, target, woken)
         for m, n in n_by_model.items():
-            prof = inst.profiles.get(m)
-            if prof is None or n == 0:
+            if m not in inst.profiles or n == 0:
                 continue
-            b = self.capacity(inst, m)
-            tput = prof.decode_throughput(b, self.mean_prompt(m))
             mean_out, _ = self.lengths.mean_var(m, "")
-            t += n * mean_out / tput
+            t += n * mean_out / self.token_throughput(inst, m)
         return t
+
+    def token_throughput(self, inst: InstanceView, model: str) -> float:
+        """Output tokens per second of ``model`` on ``inst`` decoding a full batch (its
+        capacity at the model-level mean lengths), from the profile alone: the paper's
+        ``token_throughput[model]`` per (model, GPU)."""
+        prof = inst.profiles[model]
+        return prof.decode_throughput(self.capacity(inst, model), self.mean_prompt(model))
 
     def group_service(
         self, groups: Sequence[GroupLoad], instances: Sequence[InstanceView]

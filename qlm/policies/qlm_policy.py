@@ -516,7 +516,7 @@ class QLMPolicy(Policy):
                 continue
             q = self.vqueues.get(inst_id, [])
             held = len(inst.outstanding)
-            held_tokens = sum(self.estimator.projected_tokens(r) for r in inst.outstanding.values())
+            held_tokens = self.estimator.held_tokens(inst.outstanding.values())
             pos = 0
             full = False
             while pos < len(q) and not full:
@@ -600,7 +600,7 @@ class QLMPolicy(Policy):
             held = len(inst.outstanding)
             if held >= inst.profiles[r.model].max_num_seqs:
                 continue
-            held_tokens = sum(est.projected_tokens(q) for q in inst.outstanding.values())
+            held_tokens = est.held_tokens(inst.outstanding.values())
             if est.admits(inst, r, held_tokens, held):
                 start = max(now, est.prefill_free_at(inst, r.model, now))
                 cands.append((start + prompt / est.prefill_speed(inst, r.model), inst_id))
@@ -709,8 +709,9 @@ class QLMPolicy(Policy):
         if not any(self.estimator.can_serve(i, r) for i in view.instances_for(r.model)):
             p = 0.0
         r.meta["pred_wait_s"] = ws.mean
-        r.meta["pred_wait_p50_s"] = float(ws.quantile(0.5))
-        r.meta["pred_wait_p90_s"] = float(ws.quantile(0.9))
+        p50, p90 = ws.quantiles([0.5, 0.9])
+        r.meta["pred_wait_p50_s"] = p50
+        r.meta["pred_wait_p90_s"] = p90
         r.meta["p_meet"] = p
         r.meta["pred_ahead"] = ws.ahead
         r.meta["pred_instance"] = inst.id

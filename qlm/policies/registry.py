@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qlm.policies.base import Policy
+
+if TYPE_CHECKING:
+    from qlm.estimator import EstimatorConfig, RWTEstimator
 
 PolicyFactory = Callable[..., Policy]
 
@@ -34,6 +37,23 @@ def create(name: str, **params: Any) -> Policy:
     return factory(**params)
 
 
+ESTIMATORS: dict[str, str] = {
+    "rwt": "ours: sampled waiting-time distributions (RWTEstimator)",
+    "mean-only": "the QLM paper's n * mean_tokens / token_throughput (MeanOnlyEstimator)",
+}
+
+
+def make_estimator(name: str, config: EstimatorConfig | None = None) -> RWTEstimator:
+    """The ``qlm`` policy's estimator by name (``ESTIMATORS``); unknown names fail loudly."""
+    from qlm.estimator import MeanOnlyEstimator, RWTEstimator
+
+    if name == "rwt":
+        return RWTEstimator(config)
+    if name == "mean-only":
+        return MeanOnlyEstimator(config)
+    raise ValueError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
+
+
 _loaded = False
 
 
@@ -48,12 +68,15 @@ def _ensure_builtins() -> None:
     from qlm.policies.qlm_policy import GreedyEDFPlanner, QLMPolicy
     from qlm.policies.shepherd import ShepherdPolicy
 
-    def qlm(backend: str = "cpsat", time_limit: float = 0.1, on_problem: Any = None, **params: Any) -> Policy:
+    def qlm(
+        backend: str = "cpsat", time_limit: float = 0.1, on_problem: Any = None, estimator: str = "rwt",
+        estimator_config: EstimatorConfig | None = None, **params: Any,
+    ) -> Policy:
         planner = MILPPlanner(backend=backend, time_limit=time_limit, on_problem=on_problem)
-        return QLMPolicy(planner=planner, **params)
+        return QLMPolicy(planner=planner, estimator=make_estimator(estimator, estimator_config), **params)
 
-    def qlm_greedy(**params: Any) -> Policy:
-        return QLMPolicy(planner=GreedyEDFPlanner(), **params)
+    def qlm_greedy(estimator: str = "rwt", estimator_config: EstimatorConfig | None = None, **params: Any) -> Policy:
+        return QLMPolicy(planner=GreedyEDFPlanner(), estimator=make_estimator(estimator, estimator_config), **params)
 
     register("fcfs", FCFSPolicy)
     register("edf", EDFPolicy)
