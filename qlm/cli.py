@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -50,6 +51,10 @@ def simulate(
     dump_snapshots: Annotated[
         Path | None, typer.Option(help="write each epoch's solver input (qlm policy) to DIR/epoch-N.json")
     ] = None,
+    policy_param: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE given to every policy (repeatable; YAML value), e.g. estimator=mean-only"),
+    ] = None,
 ) -> None:
     """What would happen to my SLOs under this workload and cluster, with these policies?"""
     from qlm.policies import registry
@@ -65,6 +70,12 @@ def simulate(
     for n in names:
         if n not in known:
             fail(f"--policy: unknown policy {n!r}; known: {', '.join(known)}")
+    extra: dict[str, Any] = {}
+    for item in policy_param or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            fail(f"--policy-param: expected KEY=VALUE, got {item!r}")
+        extra[key.strip()] = yaml.safe_load(value) if value.strip() else None
     try:
         sc = load_scenario(scenario)
         spec = RunSpec(sc, seed=seed, load=load, trace=trace, trace_limit=trace_limit)
@@ -83,10 +94,16 @@ def simulate(
             def advance(done: int, _total: int, task_id: TaskID = task) -> None:
                 prog.update(task_id, completed=done)
 
-            params: dict[str, Any] = {}
+            params: dict[str, Any] = dict(extra)
             if dump_snapshots is not None and n == "qlm":
                 params["on_problem"] = _snapshot_writer(dump_snapshots)
-            row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance, policy_params=params)
+            try:
+                row, _ = run_policy(spec, n, prepared=prepared, on_progress=advance, policy_params=params)
+            except (TypeError, ValueError) as exc:
+                if not extra:
+                    raise
+                fail(f"--policy-param: policy {n!r} rejects {', '.join(sorted(extra))}: {exc}")
+                return
             prog.update(task, completed=total)
             rows.append(row)
     used = {r.request.slo_class for r in prepared[1]}
