@@ -21,7 +21,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from qlm.sim.runner import RunSpec, run_policy
+from qlm.sim.runner import RunSpec, prepare, run_policy
+from qlm.workload.generator import generate
 from qlm.workload.scenario import Scenario, load_scenario, parse_scenario
 
 PAPER_POLICIES = ("qlm", "fcfs", "edf", "shepherd")
@@ -32,7 +33,8 @@ DEFAULT_TRACE = REPO.parent / "shared" / "data" / "azure2023_conv.csv"
 
 @dataclass(frozen=True)
 class Job:
-    """One simulation: a scenario (variant), a policy with parameters, a load and a seed."""
+    """One simulation: a scenario (variant), a policy with parameters, a load, a request volume
+    (every stream's request count times ``volume`` over the same span) and a seed."""
 
     workload: str
     variant: str
@@ -43,18 +45,27 @@ class Job:
     seed: int = 0
     trace: Path | None = None
     trace_limit: int | None = None
+    volume: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.volume != 1.0 and self.trace is not None:
+            raise ValueError(f"volume {self.volume:g} applies to generated workloads, not to a trace")
 
     @property
     def cost_hint(self) -> float:
         """Rough relative cost, to start the slow runs first (qlm on big scenarios)."""
         slow = 20.0 if self.policy.startswith("qlm") else 1.0
-        return slow * self.load * len(self.scenario.cluster.pools)
+        return slow * self.load * self.volume * len(self.scenario.cluster.pools)
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job in this process; returns the metrics row with the job's coordinates."""
     spec = RunSpec(job.scenario, seed=job.seed, load=job.load, trace=job.trace, trace_limit=job.trace_limit)
-    row, _ = run_policy(spec, job.policy, policy_params=dict(job.params))
+    prepared = None
+    if job.volume != 1.0:  # RunSpec has no volume: hand the runner the scaled workload
+        cluster, _ = prepare(spec)
+        prepared = (cluster, generate(job.scenario, seed=job.seed, load=job.load, volume=job.volume))
+    row, _ = run_policy(spec, job.policy, prepared=prepared, policy_params=dict(job.params))
     est = row.pop("estimator", None)
     out: dict[str, Any] = {
         "workload": job.workload,
@@ -63,6 +74,8 @@ def run_job(job: Job) -> dict[str, Any]:
         "load": job.load,
         "seed": job.seed,
     }
+    if job.volume != 1.0:
+        out["volume"] = job.volume
     out.update({k: v for k, v in row.items() if k != "policy"})
     if isinstance(est, dict):
         out["replans"] = est.get("replans")
@@ -95,7 +108,7 @@ def run_jobs(jobs: Sequence[Job], workers: int, description: str) -> list[dict[s
 
 class Runner:
     """Memoised, batched job execution for searches (goodput): callers ask for batches of
-    jobs; results are cached by (workload, variant, policy, params, load, seed)."""
+    jobs; results are cached by (workload, variant, policy, params, load, volume, seed)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -104,7 +117,8 @@ class Runner:
 
     @staticmethod
     def key(job: Job) -> tuple[Any, ...]:
-        return (job.workload, job.variant, job.policy, tuple(sorted(job.params.items())), round(job.load, 9), job.seed)
+        return (job.workload, job.variant, job.policy, tuple(sorted(job.params.items())), round(job.load, 9),
+                round(job.volume, 9), job.seed)
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         jobs = list(jobs)

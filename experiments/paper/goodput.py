@@ -1,18 +1,28 @@
-"""Experiment 4: goodput, the highest load multiplier a policy sustains at a given SLO attainment.
+"""Experiment 4: goodput, the highest multiplier (of requests, load or fleet shrink) a policy
+sustains at a given SLO attainment.
 
-    python -m experiments.paper.goodput [--quick] [--axis load|capacity] [--img-dir docs/img]
+    python -m experiments.paper.goodput [--quick] [--axis volume|load|capacity] [--img-dir docs/img]
 
-Per workload and policy, and per attainment level (90% and 99%), a search over ``--load``:
-start at 1, multiply (or divide) by 4 until the level is bracketed (within [lo, hi], default
-[1/16, 16]), then bisect geometrically until hi/lo <= 1 + tol. The reported goodput is the
-largest load seen to meet the level (a lower bound, within a factor 1 + tol of the crossing);
-">= hi" and "< lo" mark searches that left the range. The search assumes attainment falls
-with load; every evaluated point is kept in the JSON, so a non-monotone curve shows there.
-``--axis capacity`` searches instead over a fleet-shrink factor X (the same requests on every
-pool's node count / X): ``--load`` keeps burst sizes and start times, so it barely stresses
-burst-dominated workloads (wb), while a smaller fleet stresses everything.
+Per workload and policy, and per attainment level (90% and 99%), a search over a multiplier X:
+start at 1, multiply (or divide) by a step (4; volume axis: 2) until the level is bracketed
+(within [lo, hi]), then bisect geometrically until hi/lo <= 1 + tol. The reported goodput is the largest X seen to meet
+the level (a lower bound, within a factor 1 + tol of the crossing); ">= hi" and "< lo" mark
+searches that left the range. The search assumes attainment falls with X; every evaluated
+point is kept in the JSON, so a non-monotone curve shows there. Three axes:
+
+- ``volume`` (the request-rate axis): every stream's request count times X over the same time
+  span, so Poisson streams arrive X times faster and bursts bring X times as many requests in
+  the same spread; default range [1/4, 8], step 2. A simulation's cost grows faster than X (qlm
+  on wa and wb: 13x to 25x from X = 1 to 4), so the range stops at 8 and the step is small, so
+  that a search does not jump past its crossing into a costly point.
+- ``load`` (default, for continuity): ``--load X``, which multiplies Poisson rates and
+  compresses burst spreads but keeps burst sizes and start times, so it barely stresses
+  burst-dominated workloads (wb); default range [1/16, 16].
+- ``capacity``: the same requests on a fleet X times smaller (every pool's node count / X);
+  default range [1/2, 8].
+
 All searches run concurrently in worker processes; results are cached per (workload, policy,
-load), so the 90% and 99% searches share their runs.
+X), so the 90% and 99% searches share their runs.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ class Search:
     lo_bound: float
     hi_bound: float
     tol: float
+    step: float = 4.0  # bracketing factor
     ok: float | None = None  # largest load known to meet the level
     bad: float | None = None  # smallest load known to miss it
     points: dict[float, float] = field(default_factory=dict)
@@ -58,9 +69,9 @@ class Search:
             return 1.0
         if self.bad is None:  # all points met: go up
             assert self.ok is not None
-            return None if self.ok >= self.hi_bound else min(self.ok * 4, self.hi_bound)
+            return None if self.ok >= self.hi_bound else min(self.ok * self.step, self.hi_bound)
         if self.ok is None:  # all points missed: go down
-            return None if self.bad <= self.lo_bound else max(self.bad / 4, self.lo_bound)
+            return None if self.bad <= self.lo_bound else max(self.bad / self.step, self.lo_bound)
         if self.bad / self.ok <= 1 + self.tol:
             return None
         return _round(math.sqrt(self.ok * self.bad))
@@ -77,6 +88,29 @@ class Search:
                 "points": [{"load": k, "slo_attainment": v} for k, v in sorted(self.points.items())]}
 
 
+@dataclass(frozen=True)
+class Axis:
+    """What a search's X means, its default range and where its outputs go."""
+
+    stem: str  # output folder and file stem under out/paper
+    lo: float
+    hi: float
+    what: str  # the quantity, as the tables name it
+    detail: str  # how X is applied
+    ylabel: str
+    step: float = 4.0  # the search's bracketing factor
+
+
+AXES = {
+    "load": Axis("goodput", 1 / 16, 16.0, "load multiplier", "`--load`", "load multiplier sustained"),
+    "volume": Axis("goodput_volume", 0.25, 8.0, "request-volume multiplier",
+                   "every stream's request count and rate times X over the same span, bursts included",
+                   "request-volume multiplier sustained", step=2.0),
+    "capacity": Axis("goodput_capacity", 0.5, 8.0, "fleet-shrink factor",
+                     "same requests on every pool's node count / X", "fleet-shrink factor sustained"),
+}
+
+
 def _round(x: float) -> float:
     return float(f"{x:.4g}")
 
@@ -85,23 +119,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=MODULE, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", default=None, help="comma-separated scenarios (default wa,wb,wc; quick: wa,wb)")
     p.add_argument("--policies", default=",".join(c.PAPER_POLICIES))
-    p.add_argument("--axis", choices=("load", "capacity"), default="load",
-                   help="load: the --load multiplier (rates, burst spreads); capacity: the same requests on "
-                   "a fleet X times smaller (every pool's node count / X, at least 1), which stresses bursts too")
-    p.add_argument("--lo", type=float, default=None, help="lowest value tried (default 1/16; capacity: 1/2)")
-    p.add_argument("--hi", type=float, default=None, help="highest value tried (default 16; capacity: 8)")
+    p.add_argument("--axis", choices=tuple(AXES), default="load",
+                   help="volume: every stream's request count (and rate) times X over the same span, bursts "
+                   "included (the request-rate axis); load: the --load multiplier (rates, burst spreads); "
+                   "capacity: the same requests on a fleet X times smaller (every pool's node count / X, at "
+                   "least 1)")
+    p.add_argument("--lo", type=float, default=None,
+                   help="lowest value tried (default 1/16; volume: 1/4; capacity: 1/2)")
+    p.add_argument("--hi", type=float, default=None,
+                   help="highest value tried (default 16; quick, volume, capacity: 8)")
     p.add_argument("--tol", type=float, default=None, help="stop when hi/lo <= 1 + tol (default 0.1; quick: 0.3)")
     p.add_argument("--replot", action="store_true", help="redo tables and plot from the existing JSON")
-    c.add_run_args(p, "wa and wb, tol 0.3, hi 8 (about 2-3 minutes on 2 cores)", None,
-                   "default out/paper/goodput (capacity: goodput_capacity)")
+    c.add_run_args(p, "wa and wb, tol 0.3, hi 8 (load axis: about 2-3 minutes on 2 cores)", None,
+                   "default out/paper/goodput (volume: goodput_volume; capacity: goodput_capacity)")
     return p.parse_args(argv)
 
 
 def make_job(workload: str, base: c.Scenario, policy: str, x: float, axis: str, seed: int) -> c.Job:
-    """The run behind one search point: ``--load x``, or load 1 on a fleet ``x`` times smaller."""
+    """The run behind one search point: ``--load x``, ``x`` times the requests over the same
+    span, or load 1 on a fleet ``x`` times smaller."""
     if axis == "capacity":
         return c.Job(workload, f"fleet/{x:g}", c.shrink(base, x), policy, load=1.0, seed=seed)
-    return c.Job(workload, "base", base, policy, load=x, seed=seed)
+    if axis == "volume":
+        return c.Job(workload, "base", base, policy, load=1.0, volume=x, seed=seed)
+    if axis == "load":
+        return c.Job(workload, "base", base, policy, load=x, seed=seed)
+    raise ValueError(f"unknown goodput axis {axis!r}; known: {sorted(AXES)}")
 
 
 def run_searches(searches: list[Search], workers: int, seed: int, axis: str = "load") -> int:
@@ -229,11 +272,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     workloads = (args.workloads or ("wa,wb" if args.quick else "wa,wb,wc")).split(",")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     tol = args.tol if args.tol is not None else (0.3 if args.quick else 0.1)
-    cap = args.axis == "capacity"
-    lo = args.lo if args.lo is not None else (0.5 if cap else 1 / 16)
-    hi = args.hi if args.hi is not None else (8.0 if cap or args.quick else 16.0)
-    searches = [Search(wl, pol, level, lo, hi, tol) for wl in workloads for pol in policies for level in LEVELS]
-    stem = "goodput_capacity" if cap else "goodput"
+    axis = AXES[args.axis]
+    lo = args.lo if args.lo is not None else axis.lo
+    hi = args.hi if args.hi is not None else (min(axis.hi, 8.0) if args.quick else axis.hi)
+    searches = [Search(wl, pol, level, lo, hi, tol, axis.step)
+                for wl in workloads for pol in policies for level in LEVELS]
+    stem = axis.stem
     out: Path = args.out or Path("out/paper") / stem
     cmd = c.command_line(MODULE, argv)
     if args.replot:  # tables and plot again from the JSON of an earlier run (no simulation)
@@ -245,22 +289,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rats = ratios(results)
     targets = {"wa": 1.4, "wb": 2.0}
     payload = {"experiment": "goodput", "command": cmd, "axis": args.axis, "levels": list(LEVELS), "lo": lo, "hi": hi,
-               "tol": tol,
+               "tol": tol, "step": axis.step,
                "seed": args.seed, "simulations": runs, "results": results, "ratios": rats,
                "targets_vs_fcfs_at_90": targets}
     if not args.replot:
         c.write_json(out / f"{stem}.json", payload)
     c.write_csv(out / f"{stem}.csv", [{k: v for k, v in r.items() if k != "points"} for r in results])
-    name = "results_goodput.png" if not cap else "results_goodput_capacity.png"
-    plot(results, [out / name] + ([args.img_dir / name] if args.img_dir else []),
-         "fleet-shrink factor sustained" if cap else "load multiplier sustained")
-    what = ("fleet-shrink factor (same requests on every pool's node count / X)" if cap
-            else "load multiplier (`--load`)")
-    note = (f"Axis: {what}. Search range [{lo:g}, {hi:g}], stop at hi/lo <= {1 + tol:g}; {runs} simulations. "
-            "A goodput is the largest value seen to meet the level; `>= X` / `< X` = the search left the range.")
-    md = c.header(f"Goodput ({args.axis} axis): highest {what.split(' (')[0]} sustained at 90% and 99% "
+    name = f"results_{stem}.png"
+    plot(results, [out / name] + ([args.img_dir / name] if args.img_dir else []), axis.ylabel)
+    note = (f"Axis: {axis.what} ({axis.detail}). Search range [{lo:g}, {hi:g}], step {axis.step:g}, "
+            f"stop at hi/lo <= {1 + tol:g}; "
+            f"{runs} simulations. A goodput is the largest value seen to meet the level; `>= X` / `< X` = the "
+            "search left the range.")
+    md = c.header(f"Goodput ({args.axis} axis): highest {axis.what} sustained at 90% and 99% "
                   "SLO attainment", cmd, note)
-    body = tables(results, rats, targets, what.split(" (")[0])
+    body = tables(results, rats, targets, axis.what)
     (out / f"{stem}.md").write_text(md + "\n" + body + "\n", encoding="utf-8")
     print(f"wrote {out}/{stem}.{{json,csv,md}} and plot")
     return payload

@@ -16,7 +16,7 @@ grid loads between 50% and 150% of the knee.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,13 @@ def plot(rows: list[dict[str, Any]], workload: str, paths: list[Path]) -> None:
     plt = c.setup_matplotlib()
     wrows = [r for r in rows if r["workload"] == workload]
     classes = c.classes_of(wrows)
-    panels = [("SLO attainment (all)", lambda r: r["slo_attainment"])]
-    panels += [(f"SLO attainment ({k})", lambda r, k=k: r["slo_attainment_by_class"].get(k)) for k in classes]
+    Panel = tuple[str, Callable[[dict[str, Any]], Any]]
+    panels: list[Panel] = [("SLO attainment (all)", lambda r: r["slo_attainment"])]
+
+    def of_class(k: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda r: r["slo_attainment_by_class"].get(k)
+
+    panels += [(f"SLO attainment ({k})", of_class(k)) for k in classes]
     panels += [("throughput (req/s)", lambda r: r["throughput_rps"])]
     panels += [("GPU utilisation", lambda r: r["gpu_utilization"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
