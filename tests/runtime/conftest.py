@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,3 +32,10 @@ async def emulator() -> AsyncIterator[EmulatorFactory]:
         await s.stop(force=True)
 
 
+async def until(pred: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll ``pred`` every 10 ms until it is true; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "condition not reached"
+        await asyncio.sleep(0.01)

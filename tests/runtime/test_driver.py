@@ -18,15 +18,7 @@ from qlm.runtime.vllm.driver import (
     stats_from_metrics,
 )
 from qlm.runtime.vllm.stream import RequestStream
-from tests.runtime.conftest import EmulatorFactory, Sink
-
-
-async def until(pred: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():  # type: ignore[operator]
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.01)
+from tests.runtime.conftest import EmulatorFactory, Sink, until
 
 
 def req(rid: str, model: str = "m", out: int | None = 20, prompt: int = 64) -> Request:

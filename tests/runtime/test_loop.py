@@ -22,6 +22,7 @@ from qlm.runtime.vllm.driver import OUTPUT_TOKENS
 from qlm.sim.simulator import EventHeap, build_engines
 from qlm.workload.cluster import build_cluster
 from tests.factories import req, scenario
+from tests.runtime.conftest import until
 
 SLO = {c.name: c for c in DEFAULT_SLO_CLASSES}
 
@@ -48,14 +49,6 @@ class SlowPlanner(GreedyEDFPlanner):
         if self.fail:
             raise RuntimeError("solver crashed")
         return super().plan(problem)
-
-
-async def until(pred: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():  # type: ignore[operator]
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 def idle_runtime(planner: SlowPlanner) -> tuple[RuntimeLoop, QLMPolicy]:
