@@ -440,16 +440,24 @@ class QLMPolicy(Policy):
 
     def _place(self, group: RequestGroup, view: ClusterView) -> None:
         """Provisional placement: the greedy planner (:class:`GreedyEDFPlanner`) on this
-        group alone, each instance ready once the groups of its virtual queue are served;
-        the group joins the end of that queue. Cheap, deterministic (ties: no swap, then
-        instance order); the next plan replaces it."""
+        group alone, each instance ready once the groups of its virtual queue that come
+        before it are served (started groups, and groups with an earlier deadline: EDF, the
+        planner's own order); the group takes that place in the queue, ahead of the groups
+        with later deadlines. Cheap, deterministic (ties: no swap, then instance order); the
+        next plan replaces it."""
         now = view.now
         insts = [view.instances[i] for i in sorted(view.instances)]
         insts = [i for i in insts if i.state is not InstanceState.DOWN]
         if not insts or group.id not in self.groups.groups:
             return
+        key = (group.earliest_deadline_s, group.id)
+
+        def before(g: RequestGroup) -> bool:
+            return g.id in self.started or (g.earliest_deadline_s, g.id) <= key
+
         ahead = [[g for gid in self.vqueues.get(i.id, [])
-                  if (g := self.groups.groups.get(gid)) is not None and g is not group and g.requests]
+                  if (g := self.groups.groups.get(gid)) is not None and g is not group and g.requests
+                  and before(g)]
                  for i in insts]
         rows = [g for q in ahead for g in q] + [group]
         mean, std = self.estimator.group_service([self._load(g) for g in rows], insts)
@@ -477,7 +485,10 @@ class QLMPolicy(Policy):
         d = out.decisions.get(group.id)
         if d is None or d.instance_id is None:
             return
-        self.vqueues.setdefault(d.instance_id, []).append(group.id)
+        queue = self.vqueues.setdefault(d.instance_id, [])
+        later = [k for k, gid in enumerate(queue)
+                 if (g := self.groups.groups.get(gid)) is not None and g.requests and not before(g)]
+        queue.insert(later[0] if later else len(queue), group.id)
         self.assigned[group.id] = d.instance_id
         self._layout += 1
 

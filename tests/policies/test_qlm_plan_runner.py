@@ -91,15 +91,28 @@ def test_new_groups_placed_at_once_and_replans_coalesce() -> None:
     assert {g.id for g in s.planner.inputs[1].groups} == {a.id, b.id}
 
 
+def test_provisional_place_follows_deadlines() -> None:
+    s = Setup()
+    p = s.policy
+    i0, _ = s.ids
+    s.submit("b1", cls="batch-2")  # a solve starts; b is placed on i0 (idle, instance order)
+    s.submit("a1")  # interactive, during the solve: its deadline is earlier than b's, so b does
+    # not count as work ahead of it on i0 (both instances ready now: instance order, i0), and
+    # it takes its place in i0's queue ahead of b, as the planner's EDF order would
+    b, a = p.groups.groups["mistral-7b/batch-2/0"], p.groups.groups["mistral-7b/interactive/0"]
+    assert p.assigned[b.id] == i0 and p.assigned[a.id] == i0
+    assert p.vqueues[i0] == [a.id, b.id]
+
+
 def test_plan_reconciled_with_what_changed_during_the_solve() -> None:
     s = Setup()
     p = s.policy
     i0, i1 = s.ids
-    s.submit("c1", cls="batch-1")
-    s.submit("a1")
-    s.submit("a2")
+    s.submit("c1")
+    s.submit("a1", cls="batch-1")
+    s.submit("a2", cls="batch-1")
     s.finish()  # the first plan (c only); the coalesced solve now sees c and a
-    c, a = p.groups.groups["mistral-7b/batch-1/0"], p.groups.groups["mistral-7b/interactive/0"]
+    c, a = p.groups.groups["mistral-7b/interactive/0"], p.groups.groups["mistral-7b/batch-1/0"]
     # c went first (to i0); a, created during that solve, kept its provisional place (i1)
     assert len(s.runner.jobs) == 1 and p.assigned[c.id] == i0 and p.assigned[a.id] == i1
     # during the second solve: c's only request is dispatched (c ends), a starts on i1 (a2
