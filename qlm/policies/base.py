@@ -31,7 +31,13 @@ class PlanRunner:
     ``solve`` elsewhere and calls ``done`` later on the control plane's thread, with
     ``None`` when the solve failed; it then carries out :meth:`Policy.on_plan`'s actions.
     It may never call ``done`` when the driver stops meanwhile.
+
+    ``cores``: how many CPU cores a solve may use (None: no limit). A runner whose solves
+    run beside other work (the runtime's, next to the event loop) sets it, so that a
+    multi-threaded solver does not take the cores the rest of the system needs.
     """
+
+    cores: int | None = None
 
     def run(self, solve: Callable[[], T], done: Callable[[T | None], None]) -> None:
         done(solve())

@@ -10,6 +10,7 @@ and maps the plan back to virtual queues.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -56,6 +57,10 @@ class MILPPlanner:
         self.last_plan: Plan | None = None
         self.solves = 0
         self.solve_s = 0.0
+
+    def limit_cores(self, cores: int) -> None:
+        """Solve with at most ``cores`` threads (the runtime solves beside its event loop)."""
+        self.options = replace(self.options, num_workers=max(1, min(self.options.num_workers, cores)))
 
     def set_weights(self, weights: OperatorWeights) -> None:
         self.weights = weights

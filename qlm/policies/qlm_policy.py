@@ -65,7 +65,7 @@ from qlm.domain.groups import GroupTable, RequestGroup
 from qlm.domain.request import Request, RequestState
 from qlm.domain.slo import SLOClass
 from qlm.estimator import EstimatorConfig, GroupLoad, PoolMember, RWTEstimator, WaitSamples, accuracy_block
-from qlm.policies.base import Policy
+from qlm.policies.base import PlanRunner, Policy
 from qlm.runtime.actions import Abort, Action, Dispatch, Reject, Swap
 from qlm.runtime.events import EngineEvent, Finished, InstanceDown, SwapDone
 from qlm.runtime.view import ClusterView, InstanceState, InstanceView
@@ -248,6 +248,14 @@ class QLMPolicy(Policy):
         self._again = False  # a replan was asked for while a solve was in flight
 
     # ---- hooks --------------------------------------------------------------------------
+    def use_plan_runner(self, runner: PlanRunner) -> None:
+        """As :meth:`Policy.use_plan_runner`; a planner that can limit its threads
+        (``limit_cores``) is told the runner's ``cores``."""
+        super().use_plan_runner(runner)
+        limit = getattr(self.planner, "limit_cores", None)
+        if runner.cores is not None and callable(limit):
+            limit(runner.cores)
+
     def configure(self, scenario: Any) -> None:
         """Priors from configuration: each workload stream's declared mean/std output length
         and mean prompt length for its (model, SLO class). Learning online replaces them."""

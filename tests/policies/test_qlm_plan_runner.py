@@ -151,3 +151,18 @@ def test_failed_solve_keeps_provisional_places_and_down_instance_loses_its_group
     assert p.assigned[a] == i1
     s.finish(PlannerOutput(queues={i0: [a], i1: ["mistral-7b/batch-2/0"]}))
     assert p.assigned[a] == i1 and p.vqueues[i0] == []
+
+
+def test_runner_cores_limit_the_planner_threads() -> None:
+    from qlm.policies.milp_planner import MILPPlanner
+
+    planner = MILPPlanner()  # two solver threads by default
+    assert planner.options.num_workers == 2
+    QLMPolicy(planner=planner).use_plan_runner(PlanRunner())  # the simulator's: no limit
+    assert planner.options.num_workers == 2
+
+    class Beside(PlanRunner):
+        cores = 1  # solves run beside an event loop on a 2-core machine
+
+    QLMPolicy(planner=planner).use_plan_runner(Beside())
+    assert planner.options.num_workers == 1
