@@ -410,9 +410,9 @@ class QLMPolicy(Policy):
     def _apply_plan(self, snap: _Snapshot, out: PlannerOutput, view: ClusterView) -> None:
         """Rebuild the virtual queues from ``out``, reconciled with what changed since
         ``snap`` was taken (nothing in the simulator): a group that ended is dropped; one
-        that started since stays on its instance, ahead of the plan's groups there; one
-        created since keeps its provisional place; one whose instance went down (or that
-        has no place) gets a provisional one."""
+        that started since stays on its instance, one created since keeps its provisional
+        instance, each at its EDF place among the plan's groups there (:meth:`_insert`); one
+        whose instance went down (or that has no place) gets a provisional one."""
         self._live_groups()  # groups that ended since the snapshot are gone
         live = self.groups.groups
         self.started &= live.keys()
@@ -423,20 +423,16 @@ class QLMPolicy(Policy):
                 if gid in self.started and gid not in snap.pinned and gid in live and inst in up}
         self.vqueues = {i: [] for i in sorted(view.instances)}
         self.assigned = {}
-        for inst_id, gids in old_queues.items():
-            for gid in gids:
-                if stay.get(gid) == inst_id:
-                    self.vqueues[inst_id].append(gid)
-                    self.assigned[gid] = inst_id
         for inst_id, gids in out.queues.items():
             for gid in gids:
                 if gid in live and gid not in stay and inst_id in up:
                     self.vqueues[inst_id].append(gid)
                     self.assigned[gid] = inst_id
-        for inst_id, gids in old_queues.items():  # created since: provisional place kept
+        for inst_id, gids in old_queues.items():  # started since; created since (provisional)
             for gid in gids:
-                if gid not in snap.groups and gid in live and gid not in self.assigned and inst_id in up:
-                    self.vqueues[inst_id].append(gid)
+                if stay.get(gid) == inst_id or (
+                        gid not in snap.groups and gid in live and gid not in self.assigned and inst_id in up):
+                    self._insert(inst_id, live[gid])
                     self.assigned[gid] = inst_id
         self.replans += 1
         self._layout += 1
@@ -445,6 +441,19 @@ class QLMPolicy(Policy):
                 if g.id not in self.assigned and (g.id not in snap.groups or g.id in planned_down)]
         for g in sorted(lost, key=lambda g: (g.earliest_deadline_s, g.id)):
             self._place(g, view)
+
+    def _ahead_of(self, g: RequestGroup, group: RequestGroup) -> bool:
+        """Whether ``g`` comes before ``group`` in a queue: started groups first, then EDF
+        (the planner's order), ties by id."""
+        return g.id in self.started or (g.earliest_deadline_s, g.id) <= (group.earliest_deadline_s, group.id)
+
+    def _insert(self, inst_id: str, group: RequestGroup) -> None:
+        """Put ``group`` in ``inst_id``'s virtual queue ahead of the first group it comes
+        before (:meth:`_ahead_of`), or at the end."""
+        queue = self.vqueues.setdefault(inst_id, [])
+        later = [k for k, gid in enumerate(queue)
+                 if (g := self.groups.groups.get(gid)) is not None and g.requests and not self._ahead_of(g, group)]
+        queue.insert(later[0] if later else len(queue), group.id)
 
     def _place(self, group: RequestGroup, view: ClusterView) -> None:
         """Provisional placement: the greedy planner (:class:`GreedyEDFPlanner`) on this
@@ -458,14 +467,9 @@ class QLMPolicy(Policy):
         insts = [i for i in insts if i.state is not InstanceState.DOWN]
         if not insts or group.id not in self.groups.groups:
             return
-        key = (group.earliest_deadline_s, group.id)
-
-        def before(g: RequestGroup) -> bool:
-            return g.id in self.started or (g.earliest_deadline_s, g.id) <= key
-
         ahead = [[g for gid in self.vqueues.get(i.id, [])
                   if (g := self.groups.groups.get(gid)) is not None and g is not group and g.requests
-                  and before(g)]
+                  and self._ahead_of(g, group)]
                  for i in insts]
         rows = [g for q in ahead for g in q] + [group]
         mean, std = self.estimator.group_service([self._load(g) for g in rows], insts)
@@ -493,10 +497,7 @@ class QLMPolicy(Policy):
         d = out.decisions.get(group.id)
         if d is None or d.instance_id is None:
             return
-        queue = self.vqueues.setdefault(d.instance_id, [])
-        later = [k for k, gid in enumerate(queue)
-                 if (g := self.groups.groups.get(gid)) is not None and g.requests and not before(g)]
-        queue.insert(later[0] if later else len(queue), group.id)
+        self._insert(d.instance_id, group)
         self.assigned[group.id] = d.instance_id
         self._layout += 1
 

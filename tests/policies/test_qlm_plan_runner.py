@@ -166,3 +166,15 @@ def test_runner_cores_limit_the_planner_threads() -> None:
 
     QLMPolicy(planner=planner).use_plan_runner(Beside())
     assert planner.options.num_workers == 1
+
+
+def test_group_created_during_a_solve_keeps_its_edf_place_when_the_plan_lands() -> None:
+    s = Setup()
+    p = s.policy
+    i0, i1 = s.ids
+    s.submit("c1", cls="batch-2")  # solve 1 (c only); c provisionally on i0
+    s.submit("a1")  # interactive, created during solve 1: provisionally on i0, ahead of c
+    c, a = p.groups.groups["mistral-7b/batch-2/0"], p.groups.groups["mistral-7b/interactive/0"]
+    s.finish(PlannerOutput(queues={i0: [c.id], i1: []}))  # the plan knows only c
+    # a keeps its instance and goes ahead of c (earlier deadline), not behind the plan's groups
+    assert p.vqueues[i0] == [a.id, c.id] and p.assigned[a.id] == i0
