@@ -21,8 +21,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from qlm.sim.runner import RunSpec, prepare, run_policy
-from qlm.workload.generator import generate
+from qlm.sim.runner import RunSpec, run_policy
 from qlm.workload.scenario import Scenario, load_scenario, parse_scenario
 
 PAPER_POLICIES = ("qlm", "fcfs", "edf", "shepherd")
@@ -48,8 +47,7 @@ class Job:
     volume: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.volume != 1.0 and self.trace is not None:
-            raise ValueError(f"volume {self.volume:g} applies to generated workloads, not to a trace")
+        RunSpec(self.scenario, trace=self.trace, volume=self.volume)  # the same check, at job creation
 
     @property
     def cost_hint(self) -> float:
@@ -60,12 +58,9 @@ class Job:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run one job in this process; returns the metrics row with the job's coordinates."""
-    spec = RunSpec(job.scenario, seed=job.seed, load=job.load, trace=job.trace, trace_limit=job.trace_limit)
-    prepared = None
-    if job.volume != 1.0:  # RunSpec has no volume: hand the runner the scaled workload
-        cluster, _ = prepare(spec)
-        prepared = (cluster, generate(job.scenario, seed=job.seed, load=job.load, volume=job.volume))
-    row, _ = run_policy(spec, job.policy, prepared=prepared, policy_params=dict(job.params))
+    spec = RunSpec(job.scenario, seed=job.seed, load=job.load, trace=job.trace, trace_limit=job.trace_limit,
+                   volume=job.volume)
+    row, _ = run_policy(spec, job.policy, policy_params=dict(job.params))
     est = row.pop("estimator", None)
     out: dict[str, Any] = {
         "workload": job.workload,

@@ -217,9 +217,7 @@ class OutputLengthModel:
 
     def tail(self, model: str, slo_class: str, q: float = 0.99) -> float:
         """The ``q`` quantile (cached until the next observation)."""
-        table = self._tails.get(q)
-        if table is None:
-            table = self._tails[q] = {}
+        table = self.tail_table(q)
         hit = table.get((model, slo_class))
         if hit is None:
             hit = table[(model, slo_class)] = float(self.quantile(model, slo_class, np.array([q]))[0])

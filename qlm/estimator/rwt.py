@@ -210,19 +210,8 @@ class RWTEstimator:
         return r.prompt_tokens + (q if cap is None or q <= cap else cap)
 
     def held_tokens(self, reqs: Iterable[Request]) -> float:
-        """``sum(projected_tokens(r) for r in reqs)`` (the same sum, in the same order),
-        without a call per request: a pull sums it over an instance's whole batch."""
-        table = self._kv_tail
-        tail = self.lengths.tail
-        kv_q = self.config.kv_quantile
-        vals = []
-        for r in reqs:
-            q = table.get((r.model, r.slo_class))
-            if q is None:
-                q = tail(r.model, r.slo_class, kv_q)
-            cap = r.max_tokens
-            vals.append(r.prompt_tokens + (q if cap is None or q <= cap else cap))
-        return sum(vals)  # sum(), as the callers' generator sums (3.12+ compensates)
+        """``projected_tokens`` summed over ``reqs`` (a pull sums it over a whole batch)."""
+        return sum(map(self.projected_tokens, reqs))
 
     def capacity(
         self, inst: InstanceView, model: str | None = None, slo_class: str | None = None

@@ -378,18 +378,18 @@ class QLMPolicy(Policy):
         if not insts:
             return None
         pgroups = tuple(
-            PlannerGroup(
-                id=g.id, model=g.model, slo_class=g.slo_class, size=len(g),
-                deadline_s=g.earliest_deadline_s - now,
-                priority=self._slo[g.slo_class].priority, weight=self._slo[g.slo_class].weight,
-                pinned_instance=self.assigned.get(g.id) if g.id in self.started else None,
-            )
-            for g in live
+            self._planner_group(g, now, self.assigned.get(g.id) if g.id in self.started else None) for g in live
         )
         mean, std = self.estimator.group_service([self._load(g) for g in live], insts)
         pinsts = tuple(self._planner_instance(i, now) for i in insts)
         pinned = frozenset(g.id for g in pgroups if g.pinned_instance is not None)
         return _Snapshot(PlannerInput(pgroups, pinsts, mean, std), frozenset(g.id for g in live), pinned)
+
+    def _planner_group(self, g: RequestGroup, now: float, pinned: str | None) -> PlannerGroup:
+        cls = self._slo[g.slo_class]
+        return PlannerGroup(id=g.id, model=g.model, slo_class=g.slo_class, size=len(g),
+                            deadline_s=g.earliest_deadline_s - now, priority=cls.priority, weight=cls.weight,
+                            pinned_instance=pinned)
 
     @staticmethod
     def _load(g: RequestGroup) -> GroupLoad:
@@ -471,29 +471,14 @@ class QLMPolicy(Policy):
                   if (g := self.groups.groups.get(gid)) is not None and g is not group and g.requests
                   and self._ahead_of(g, group)]
                  for i in insts]
-        rows = [g for q in ahead for g in q] + [group]
+        # the groups ahead, pinned where they are, then this one: the greedy planner advances
+        # each instance through its queue (service, swaps) and places the group after them
+        pinned = [(g, inst.id) for inst, q in zip(insts, ahead, strict=True) for g in q]
+        rows = [g for g, _ in pinned] + [group]
         mean, std = self.estimator.group_service([self._load(g) for g in rows], insts)
-        pinsts = []
-        row = 0
-        for k, inst in enumerate(insts):
-            base = self._planner_instance(inst, now)
-            ready, model = base.ready_in_s, base.model
-            for g in ahead[k]:
-                if g.model in base.models and np.isfinite(mean[row, k]):
-                    if g.model != model:
-                        ready += (base.swap_in_s[g.model] if model == base.model
-                                  else self.estimator.swap_s(inst, model, g.model, set()))
-                        model = g.model
-                    ready += float(mean[row, k])
-                row += 1
-            swap_in = base.swap_in_s if model == base.model else {
-                m: (0.0 if m == model else self.estimator.swap_s(inst, model, m, set())) for m in base.models
-            }
-            pinsts.append(PlannerInstance(inst.id, base.models, model, ready, swap_in))
-        cls = self._slo[group.slo_class]
-        pg = PlannerGroup(group.id, group.model, group.slo_class, len(group), group.earliest_deadline_s - now,
-                          cls.priority, cls.weight)
-        out = _PROVISIONAL.plan(PlannerInput((pg,), tuple(pinsts), mean[-1:], std[-1:]))
+        pgroups = tuple(self._planner_group(g, now, pin) for g, pin in [*pinned, (group, None)])
+        pinsts = tuple(self._planner_instance(i, now) for i in insts)
+        out = _PROVISIONAL.plan(PlannerInput(pgroups, pinsts, mean, std))
         d = out.decisions.get(group.id)
         if d is None or d.instance_id is None:
             return

@@ -20,13 +20,20 @@ from qlm.workload.traces import trace_requests
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What to simulate."""
+    """What to simulate. ``load`` and ``volume`` scale a generated workload
+    (:mod:`qlm.workload.generator`); with a trace, ``load`` compresses its time axis and
+    ``volume`` must stay 1."""
 
     scenario: Scenario
     seed: int = 0
     load: float = 1.0
     trace: Path | None = None
     trace_limit: int | None = None
+    volume: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.volume != 1.0 and self.trace is not None:
+            raise ValueError(f"volume {self.volume:g} applies to generated workloads, not to a trace")
 
 
 def prepare(spec: RunSpec) -> tuple[BuiltCluster, list[TimedRequest]]:
@@ -39,7 +46,7 @@ def prepare(spec: RunSpec) -> tuple[BuiltCluster, list[TimedRequest]]:
     if spec.trace is not None:
         workload = trace_requests(spec.trace, sc, seed=spec.seed, load=spec.load, limit=spec.trace_limit)
     else:
-        workload = generate(sc, seed=spec.seed, load=spec.load)
+        workload = generate(sc, seed=spec.seed, load=spec.load, volume=spec.volume)
     return cluster, workload
 
 

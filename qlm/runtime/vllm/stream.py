@@ -88,22 +88,22 @@ class RequestStream:
         if w is not None and not w.done():
             w.set_result(None)
 
+    async def _park(self) -> None:
+        """Sleep until the next :meth:`_put` or :meth:`interrupt`."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
     async def wait(self) -> None:
         """Return once an item is waiting (see :meth:`ready`) or the stream was interrupted."""
         while not self._items and not self.interrupted:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._park()
 
     async def _next(self) -> StreamChunk | StreamEnd:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._park()
         return self._items.popleft()
 
     async def __aiter__(self) -> AsyncIterator[StreamChunk]:
