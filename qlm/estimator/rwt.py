@@ -135,6 +135,7 @@ class RWTEstimator:
         self._replay: dict[str, _ReplayCache] = {}
         self._free_at: dict[str, tuple[object, float]] = {}
         self._first_arrival: dict[tuple[str, str], float] = {}
+        self._rate_prior: dict[tuple[str, str], float] = {}
         self._speed: dict[str, float] = {}  # last step end an engine reported (event time)
         # standard normals (one per sample) for the model-error spread of replayed predictions
         self._z = ndtri((np.arange(cfg.samples) + 0.5) / cfg.samples)
@@ -144,6 +145,14 @@ class RWTEstimator:
         """Configured mean prompt tokens of a (model, class), the start of its EWMA."""
         self._prompt_cls[(model, slo_class)] = mean_tokens
         self._prompt.setdefault(model, mean_tokens)
+
+    def set_rate_prior(self, model: str, slo_class: str, rate: float) -> None:
+        """Configured steady arrival rate (requests/s) of a (model, class): what
+        :meth:`arrival_rate` answers until the key's first arrival is seen (then only the
+        measured rate counts). A forecast of steady traffic, not of its start, end or bursts."""
+        if rate < 0:
+            raise ValueError(f"rate prior for ({model}, {slo_class}) must be >= 0, got {rate}")
+        self._rate_prior[(model, slo_class)] = rate
 
     def observe_arrival(self, request: Request) -> None:
         self._arrivals.setdefault((request.model, request.slo_class), deque()).append(request.arrival_s)
@@ -475,9 +484,12 @@ class RWTEstimator:
 
     def arrival_rate(self, model: str, slo_class: str, now: float) -> float:
         """Arrivals per second of ``(model, slo_class)`` over the last ``rate_window_s`` (over
-        the time since the first arrival of the key when that is shorter, at least 1 s)."""
+        the time since the first arrival of the key when that is shorter, at least 1 s);
+        before the key's first arrival, its configured prior (:meth:`set_rate_prior`, else 0)."""
         q = self._arrivals.get((model, slo_class))
         if not q:
+            if (model, slo_class) not in self._first_arrival:
+                return self._rate_prior.get((model, slo_class), 0.0)
             return 0.0
         w = self.config.rate_window_s
         while q and q[0] < now - w:

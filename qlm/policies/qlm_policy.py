@@ -224,6 +224,7 @@ class QLMPolicy(Policy):
         balance: bool = True,
         swapping: bool = True,
         pull_limit: bool = True,
+        rate_priors: bool = True,
     ) -> None:
         self.tick_s = tick_s
         self.groups = GroupTable(group_cap)
@@ -235,6 +236,7 @@ class QLMPolicy(Policy):
         self.balance = balance
         self.swapping = swapping  # ablation: False = never swap; groups only go where their model runs
         self.pull_limit = pull_limit  # ablation: False = dispatch without the batch-capacity limit
+        self.rate_priors = rate_priors  # False: configure() gives the estimator no arrival-rate priors
         self.vqueues: dict[str, list[str]] = {}
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
@@ -258,14 +260,22 @@ class QLMPolicy(Policy):
 
     def configure(self, scenario: Any) -> None:
         """Priors from configuration: each workload stream's declared mean/std output length
-        and mean prompt length for its (model, SLO class). Learning online replaces them."""
+        and mean prompt length for its (model, SLO class), and (``rate_priors``) the summed
+        declared rate of its steady streams (Poisson, gamma; not bursts) as the class's
+        arrival rate until its first arrival. Learning online replaces them."""
         from qlm.estimator import LengthPrior
 
+        rates: dict[tuple[str, str], float] = {}
         for stream in scenario.workload.streams:
             ls = stream.length_spec
             key = (stream.model, stream.slo_class)
             self.estimator.lengths.set_prior(key, LengthPrior(ls.output_mean, ls.output_std))
             self.estimator.set_prompt_prior(stream.model, stream.slo_class, ls.input_mean)
+            if stream.arrival.kind != "burst" and stream.arrival.rate is not None:
+                rates[key] = rates.get(key, 0.0) + stream.arrival.rate
+        if self.rate_priors:
+            for (model, cls), rate in sorted(rates.items()):
+                self.estimator.set_rate_prior(model, cls, rate)
 
     def start(self, view: ClusterView) -> Sequence[Action]:
         self._slo = dict(view.slo_classes)

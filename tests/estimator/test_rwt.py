@@ -176,3 +176,17 @@ def test_arrival_rate_over_the_time_seen() -> None:
     assert est.arrival_rate("m", "c", now=2.0) == pytest.approx(1.5)
     # 20 s later: none within the last 10 s
     assert est.arrival_rate("m", "c", now=21.0) == 0.0
+
+
+def test_rate_prior_stands_in_until_the_first_arrival() -> None:
+    est = make_estimator()
+    est.set_rate_prior("m", "c", 20.0)
+    assert est.arrival_rate("m", "c", now=3.0) == 20.0  # nothing seen yet: the configured rate
+    assert est.arrival_rate("m", "other", now=3.0) == 0.0  # no prior for that key
+    est.observe_arrival(Request(id="a", model="m", slo_class="c", arrival_s=4.0, prompt_tokens=10))
+    # one arrival, 1 s span (the minimum): the measured 1 per second replaces the prior
+    assert est.arrival_rate("m", "c", now=4.5) == pytest.approx(1.0)
+    # the window empties: measured, not the prior, once the key has been seen
+    assert est.arrival_rate("m", "c", now=30.0) == 0.0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        est.set_rate_prior("m", "c", -1.0)

@@ -167,3 +167,22 @@ def test_swapping_off_never_swaps() -> None:
     off, _, _ = _run(sc, [timed(t.request, t.output_tokens) for t in wl], swapping=False)
     assert on.control.swaps == 1 and next(r for r in on.requests if r.id == "q0").finish_s is not None
     assert off.control.swaps == 0 and next(r for r in off.requests if r.id == "q0").first_token_s is None
+
+
+def test_configure_gives_steady_streams_rates_as_priors() -> None:
+    # two steady interactive streams (5 + 2 req/s) and a batch burst: the interactive prior is
+    # their sum, 7 per second; a burst has no steady rate, so batch-2 gets none
+    sc = scenario(workload={"streams": [
+        {"model": "mistral-7b", "slo_class": "interactive", "count": 5, "arrival": {"kind": "poisson", "rate": 5.0}},
+        {"model": "mistral-7b", "slo_class": "interactive", "count": 5,
+         "arrival": {"kind": "gamma", "rate": 2.0, "cv": 2.0, "start_s": 30}},
+        {"model": "mistral-7b", "slo_class": "batch-2", "count": 5, "arrival": {"kind": "burst", "start_s": 1}},
+    ]})
+    policy = registry.create("qlm-greedy")
+    policy.configure(sc)  # type: ignore[attr-defined]
+    est = policy.estimator  # type: ignore[attr-defined]
+    assert est.arrival_rate("mistral-7b", "interactive", now=0.0) == 7.0
+    assert est.arrival_rate("mistral-7b", "batch-2", now=0.0) == 0.0
+    off = registry.create("qlm-greedy", rate_priors=False)
+    off.configure(sc)  # type: ignore[attr-defined]
+    assert off.estimator.arrival_rate("mistral-7b", "interactive", now=0.0) == 0.0  # type: ignore[attr-defined]
