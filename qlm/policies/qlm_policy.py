@@ -225,6 +225,7 @@ class QLMPolicy(Policy):
         swapping: bool = True,
         pull_limit: bool = True,
         rate_priors: bool = True,
+        spread: bool = True,
     ) -> None:
         self.tick_s = tick_s
         self.groups = GroupTable(group_cap)
@@ -237,6 +238,7 @@ class QLMPolicy(Policy):
         self.swapping = swapping  # ablation: False = never swap; groups only go where their model runs
         self.pull_limit = pull_limit  # ablation: False = dispatch without the batch-capacity limit
         self.rate_priors = rate_priors  # False: configure() gives the estimator no arrival-rate priors
+        self.spread = spread  # an arrival its own instance would take at once goes to the least loaded
         self.vqueues: dict[str, list[str]] = {}
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
@@ -292,7 +294,8 @@ class QLMPolicy(Policy):
         if group.id not in self.assigned:
             self._replan_for([group], view)
         inst_id = self.assigned.get(group.id)
-        actions = self.pull(view, [inst_id] if inst_id else None)
+        actions = self._spread(request, group, inst_id, view) if self.spread and self.balance else []
+        actions.extend(self.pull(view, [inst_id] if inst_id else None))
         if self.balance and _dispatch_of(request, actions) is None:
             actions.extend(self._offer(request, view))
         if inst_id is not None:
@@ -594,6 +597,35 @@ class QLMPolicy(Policy):
             held, held_tokens, full = self._take(group, inst, view, held, held_tokens, actions, "balance")
             if full:
                 return
+
+    def _spread(self, r: Request, group: RequestGroup, inst_id: str | None, view: ClusterView) -> list[Action]:
+        """Least-loaded placement of an arrival its own instance would take at once (it heads
+        that virtual queue and the pulling rule admits it): when another ready instance of
+        its model with nothing queued of its own admits it and holds fewer requests, that one
+        takes it instead (ties: its own instance, then by id). Without it the own instance
+        fills to its admission limit before any other takes work: first tokens still come in
+        time, but its batch, and so every stream's time per token, grows."""
+        own = view.instances.get(inst_id) if inst_id is not None else None
+        if (own is None or own.state is not InstanceState.READY or own.active_model != r.model
+                or not self._drop_dispatched(group) or group.requests[0] is not r):
+            return []
+        est = self.estimator
+        head = self.flat_queue(own.id, upto=r)
+        if head != [r] or not est.admits(own, r, est.held_tokens(own.outstanding.values()), len(own.outstanding)):
+            return []
+        best, best_held = own.id, len(own.outstanding)
+        for other_id in sorted(view.instances):
+            other = view.instances[other_id]
+            held = len(other.outstanding)
+            if (other_id == own.id or held >= best_held or other.state is not InstanceState.READY
+                    or other.active_model != r.model or self._has_queued(other_id)):
+                continue
+            if est.admits(other, r, est.held_tokens(other.outstanding.values()), held):
+                best, best_held = other_id, held
+        if best == own.id:
+            return []
+        group.requests.popleft()
+        return [Dispatch(r.id, best, priority=self._slo[r.slo_class].priority, reason=f"spread {group.id}")]
 
     def _offer(self, r: Request, view: ClusterView) -> list[Action]:
         """Work-conserving arrival: when ``r``'s own instance does not take it, the ready
