@@ -6,7 +6,8 @@ Structure (QLM, SoCC'24):
   (:class:`~qlm.domain.groups.GroupTable`, ``group_cap`` requests at most), FCFS inside.
 - **Virtual queues.** One per instance: the ordered group ids it serves next.
 - **Planner** (pluggable, :class:`Planner`). Assigns and orders groups into virtual queues.
-  Runs every ``tick_s``, when a new group appears, and when an instance runs dry while other
+  Runs every ``tick_s`` while a virtual queue holds work, when a new group appears whose first
+  request no instance takes at once (``spread``), and when an instance runs dry while other
   queues hold work. Interface::
 
       plan(PlannerInput) -> PlannerOutput
@@ -35,7 +36,11 @@ Structure (QLM, SoCC'24):
   takes other queues' requests in deadline order; it pulls at its own engine events, and an
   arrival its own instance does not take makes the instances with nothing queued of their
   own and room for it pull at once (work-conserving; the one that starts its prefill first
-  pulls first).
+  pulls first). An arrival its own instance *would* take at once goes to the least loaded
+  such instance instead (``spread``: fewest requests held; ties: its own instance): otherwise
+  one instance fills to its admission limit before the next takes work, and its batch, and so
+  every stream's time per token, grows. The first request of a new group goes the same way
+  when some instance takes it at once: the group needs no place and nothing is solved.
 - **Model swapping.** When the head group's model is not active: ``Swap(mode="wait")``.
 - **Eviction.** When the estimator gives an arriving request of a more urgent class a
   P(meet) below ``evict_below`` and its instance runs lower-priority work, that work is
@@ -291,15 +296,23 @@ class QLMPolicy(Policy):
             return [Reject(request.id, reason=f"no instance can host {request.model}")]
         self.estimator.observe_arrival(request)
         group = self.groups.add(request)
+        spread = self.spread and self.balance
+        actions: list[Action] = []
         if group.id not in self.assigned:
-            self._replan_for([group], view)
+            # a group whose first request some instance takes at once needs no place (no solve)
+            actions = self._spread(request, group, None, view) if spread else []
+            if not actions:
+                self._replan_for([group], view)
         inst_id = self.assigned.get(group.id)
-        actions = self._spread(request, group, inst_id, view) if self.spread and self.balance else []
-        actions.extend(self.pull(view, [inst_id] if inst_id else None))
+        if not actions:
+            actions = self._spread(request, group, inst_id, view) if spread and inst_id is not None else []
+            actions.extend(self.pull(view, [inst_id] if inst_id else None))
         if self.balance and _dispatch_of(request, actions) is None:
             actions.extend(self._offer(request, view))
-        if inst_id is not None:
-            actions.extend(self._admit(request, view.instances[inst_id], view, actions, group))
+        d = _dispatch_of(request, actions)
+        anchor = inst_id if inst_id is not None else d.instance_id if d is not None else None
+        if anchor is not None:
+            actions.extend(self._admit(request, view.instances[anchor], view, actions, group))
         return actions
 
     def on_requeue(self, request: Request, view: ClusterView) -> Sequence[Action]:
@@ -599,30 +612,38 @@ class QLMPolicy(Policy):
                 return
 
     def _spread(self, r: Request, group: RequestGroup, inst_id: str | None, view: ClusterView) -> list[Action]:
-        """Least-loaded placement of an arrival its own instance would take at once (it heads
-        that virtual queue and the pulling rule admits it): when another ready instance of
-        its model with nothing queued of its own admits it and holds fewer requests, that one
-        takes it instead (ties: its own instance, then by id). Without it the own instance
-        fills to its admission limit before any other takes work: first tokens still come in
-        time, but its batch, and so every stream's time per token, grows."""
-        own = view.instances.get(inst_id) if inst_id is not None else None
-        if (own is None or own.state is not InstanceState.READY or own.active_model != r.model
-                or not self._drop_dispatched(group) or group.requests[0] is not r):
+        """Least-loaded placement of an arrival that heads its group. With ``inst_id`` (its
+        group's instance), when that instance would take it at once (it heads that virtual
+        queue and the pulling rule admits it): another ready instance of its model with
+        nothing queued of its own that admits it and holds fewer requests takes it instead
+        (ties: its own instance, then by id). Without (a group with no place yet): the ready
+        instance of its model with nothing queued of its own that admits it and holds the
+        fewest requests (ties by id), if any; the group then needs no place. Without it, one
+        instance fills to its admission limit before the next takes work: first tokens still
+        come in time, but its batch, and so every stream's time per token, grows."""
+        if not self._drop_dispatched(group) or group.requests[0] is not r:
             return []
         est = self.estimator
-        head = self.flat_queue(own.id, upto=r)
-        if head != [r] or not est.admits(own, r, est.held_tokens(own.outstanding.values()), len(own.outstanding)):
-            return []
-        best, best_held = own.id, len(own.outstanding)
+        best: str | None = None
+        best_held = 1 << 30
+        if inst_id is not None:
+            own = view.instances.get(inst_id)
+            if own is None or own.state is not InstanceState.READY or own.active_model != r.model:
+                return []
+            held = len(own.outstanding)
+            if (self.flat_queue(own.id, upto=r) != [r]
+                    or not est.admits(own, r, est.held_tokens(own.outstanding.values()), held)):
+                return []
+            best, best_held = own.id, held
         for other_id in sorted(view.instances):
             other = view.instances[other_id]
             held = len(other.outstanding)
-            if (other_id == own.id or held >= best_held or other.state is not InstanceState.READY
+            if (other_id == inst_id or held >= best_held or other.state is not InstanceState.READY
                     or other.active_model != r.model or self._has_queued(other_id)):
                 continue
             if est.admits(other, r, est.held_tokens(other.outstanding.values()), held):
                 best, best_held = other_id, held
-        if best == own.id:
+        if best is None or best == inst_id:
             return []
         group.requests.popleft()
         return [Dispatch(r.id, best, priority=self._slo[r.slo_class].priority, reason=f"spread {group.id}")]

@@ -57,7 +57,7 @@ def idle_runtime(planner: SlowPlanner) -> tuple[RuntimeLoop, QLMPolicy]:
     sc = scenario()
     cluster = build_cluster(sc, default_catalog())
     _, views = build_engines(cluster, EventHeap(VirtualClock()), defaultdict(lambda: 100), "fcfs")
-    policy = QLMPolicy(planner=planner, tick_s=1000.0)
+    policy = QLMPolicy(planner=planner, tick_s=1000.0, spread=False)  # every new group is solved for
     control = ControlPlane(policy, views, sc.slo, RealClock(), strict=False)
     return RuntimeLoop(control, health_interval_s=0), policy
 
@@ -130,7 +130,7 @@ async def test_stream_cancel_and_solves_off_the_loop() -> None:
     engines = [EmulatedEngineSpec("e0", "A100-80G", ("m",), profiles={"m": "mistral-7b"})]
     async with EmulatedLauncher(engines, speed=20) as launcher:
         planner = SlowPlanner(0.3)
-        policy = QLMPolicy(planner=planner, tick_s=2.0)  # 0.1 s wall at speed 20
+        policy = QLMPolicy(planner=planner, tick_s=2.0, spread=False)  # 0.1 s wall at speed 20; solves
         rt = await start_runtime(launcher.config(), policy, SLO)
         try:
             long = Request("long", "m", "batch-2", rt.now(), 100, meta={OUTPUT_TOKENS: 3000})
