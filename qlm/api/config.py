@@ -13,6 +13,7 @@ YAML (every key optional; see ``examples/gateway.yaml``)::
     auth: {api_keys: [sk-...], admin_key: admin-...}   # none configured: open
     limits: {max_body_bytes: 1048576}
     policy: qlm
+    expected_rates: {mistral-7b: {interactive: 20}}   # steady req/s per model and class (estimator prior)
     runtime: null                    # null: the embedded emulated cluster; else qlm.runtime.config
     emulated: {speed: 1.0, seed: 0}
     batch:                           # Batch API (off without data_dir or database_url)
@@ -148,6 +149,10 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     policy: str = "qlm"
     policy_params: dict[str, Any] = Field(default_factory=dict)
+    expected_rates: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="steady arrival rate (requests per wall second) per model and SLO class: the "
+        "estimator's rate for that class until its first arrival (a forecast of steady traffic)")
     runtime: RuntimeConfig | None = None
     emulated: EmulatedSettings = EmulatedSettings()
     batch: BatchSettings = BatchSettings()
@@ -178,6 +183,12 @@ class GatewayConfig(_Strict):
             if rule.target is not None and (rule.target not in known or rule.target == cls):
                 raise ValueError(f"admission.{cls}.action: cannot downgrade to {rule.target!r}; "
                                  f"known: {names}")
+        for model, rates in self.expected_rates.items():
+            for cls, rate in rates.items():
+                if cls not in known:
+                    raise ValueError(f"expected_rates.{model}.{cls}: unknown class; known: {names}")
+                if not rate >= 0:
+                    raise ValueError(f"expected_rates.{model}.{cls}: must be >= 0, got {rate}")
         for i, w in enumerate(self.batch.window_classes):
             if w.slo_class not in known:
                 raise ValueError(f"batch.window_classes.{i}.slo_class: unknown class {w.slo_class!r}; "

@@ -149,6 +149,7 @@ class Gateway:
         self.speed = rcfg.speed
         policy = registry.create(cfg.policy, **cfg.policy_params)
         try:
+            self._expected_rates(policy, rcfg)
             self.rt = await start_runtime(rcfg, policy, cfg.classes)
         except BaseException:
             await self._stop_launcher()
@@ -163,6 +164,21 @@ class Gateway:
                 raise
             self._batch_collector = BatchCollector(self.batch_store)
             self.metrics.registry.register(self._batch_collector)
+
+    def _expected_rates(self, policy: Any, rcfg: Any) -> None:
+        """Give the policy's estimator the configured steady rates (per control-plane second)."""
+        rates = self.config.expected_rates
+        if not rates:
+            return
+        set_prior = getattr(getattr(policy, "estimator", None), "set_rate_prior", None)
+        if not callable(set_prior):
+            raise ValueError(f"expected_rates: policy {self.config.policy!r} has no estimator to use them")
+        served = {m.model for e in rcfg.engines for m in e.models}
+        for model, by_class in sorted(rates.items()):
+            if model not in served:
+                raise ValueError(f"expected_rates.{model}: no engine serves it; served: {sorted(served)}")
+            for cls, rate in sorted(by_class.items()):
+                set_prior(model, cls, rate / self.speed)
 
     def start_batches(self, submit: SubmitFn) -> None:
         """Run the batch runner (every accepted batch resumes); a no-op when the Batch API is off."""

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from qlm.api.config import GatewayConfig, load_gateway_config, parse_gateway_config
+from qlm.api.gateway import Gateway
+from qlm.runtime.launcher import EmulatedEngineSpec
 from qlm.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
@@ -39,6 +41,8 @@ def test_example_file_validates() -> None:
     ({"policy": "nope"}, "policy"),
     ({"limits": {"max_body_bytes": 1}}, "limits.max_body_bytes"),
     ({"colour": "red"}, "colour"),
+    ({"expected_rates": {"m": {"gold": 1}}}, "expected_rates.m.gold"),
+    ({"expected_rates": {"m": {"interactive": -1}}}, "expected_rates.m.interactive"),
     ({"runtime": {"engines": [{"id": "e", "gpu": "H100", "models": [{"model": "m"}]}]}},
      "runtime.engines.0.models.0.url"),
 ])
@@ -56,3 +60,25 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("a: [1,\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_gateway_config(bad)
+
+
+async def test_expected_rates_reach_the_estimator() -> None:
+    # 4 requests per wall second with emulators at 20x: 4 / 20 = 0.2 per control-plane second
+    engines = [EmulatedEngineSpec("e0", "A100-80G", ("mistral-7b",))]
+    cfg = parse_gateway_config({"emulated": {"speed": 20.0}, "expected_rates": {"mistral-7b": {"interactive": 4}}})
+    gw = Gateway(cfg, emulated_engines=engines)
+    await gw.start()
+    try:
+        assert gw.rt is not None
+        est = gw.rt.control.policy.estimator  # type: ignore[attr-defined]
+        assert est.arrival_rate("mistral-7b", "interactive", 0.0) == pytest.approx(0.2)
+        assert est.arrival_rate("mistral-7b", "batch-1", 0.0) == 0.0
+    finally:
+        await gw.stop()
+    # a model no engine serves, or a policy without an estimator: start-up fails, naming the field
+    for raw in ({"expected_rates": {"nope": {"interactive": 1}}},
+                {"policy": "fcfs", "expected_rates": {"mistral-7b": {"interactive": 1}}}):
+        gw = Gateway(parse_gateway_config(raw), emulated_engines=engines)
+        with pytest.raises(ValueError, match="expected_rates"):
+            await gw.start()
+        await gw.stop()
