@@ -631,7 +631,7 @@ class QLMPolicy(Policy):
             if own is None or own.state is not InstanceState.READY or own.active_model != r.model:
                 return []
             held = len(own.outstanding)
-            if (self.flat_queue(own.id, upto=r) != [r]
+            if (self._first_queued(own.id) is not r
                     or not est.admits(own, r, est.held_tokens(own.outstanding.values()), held)):
                 return []
             best, best_held = own.id, held
@@ -703,6 +703,16 @@ class QLMPolicy(Policy):
                 if r is upto:
                     return out
         return out
+
+    def _first_queued(self, inst_id: str) -> Request | None:
+        """The first queued request of an instance's virtual queue (``flat_queue``'s head)."""
+        for gid in self.vqueues.get(inst_id, []):
+            group = self.groups.groups.get(gid)
+            if group is not None:
+                for r in group.requests:
+                    if r.state is RequestState.QUEUED:
+                        return r
+        return None
 
     def _admit(
         self, r: Request, inst: InstanceView, view: ClusterView, taken: Sequence[Action] = (),
@@ -860,11 +870,7 @@ class QLMPolicy(Policy):
 
     def _has_queued(self, inst_id: str) -> bool:
         """Whether the virtual queue of ``inst_id`` holds a queued request."""
-        for gid in self.vqueues.get(inst_id, []):
-            g = self.groups.groups.get(gid)
-            if g is not None and any(q.state is RequestState.QUEUED for q in g.requests):
-                return True
-        return False
+        return self._first_queued(inst_id) is not None
 
     def report(self, run: Any) -> dict[str, Any]:
         """The ``estimator`` block (prediction accuracy) plus planner counters."""
