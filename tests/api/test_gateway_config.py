@@ -9,8 +9,8 @@ import pytest
 
 from qlm.api.config import GatewayConfig, load_gateway_config, parse_gateway_config
 from qlm.api.gateway import Gateway
-from qlm.runtime.launcher import EmulatedEngineSpec
 from qlm.errors import ConfigError
+from qlm.runtime.launcher import EmulatedEngineSpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway.yaml"
 

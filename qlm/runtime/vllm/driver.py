@@ -53,7 +53,7 @@ from qlm.runtime.events import (
     InstanceUp,
     SwapDone,
 )
-from qlm.runtime.vllm.sse import DONE, metric_sum, parse_prometheus, parse_sse_line, sse_lines
+from qlm.runtime.vllm.sse import metric_sum, parse_prometheus, parse_sse_data, sse_data
 from qlm.runtime.vllm.stream import RequestStream
 
 log = logging.getLogger("qlm.runtime.vllm")
@@ -306,6 +306,7 @@ class VLLMInstance(InstanceBackend):
         finish: str | None = None
         done = False
         outcome: EngineEvent | None = None
+        texts: list[str] = []
         try:
             if self.suspect:  # a connection just failed: wait for the verdict before sending
                 await self.probe()
@@ -317,15 +318,12 @@ class VLLMInstance(InstanceBackend):
                                       reason=f"HTTP {resp.status}: {text}",
                                       retryable=resp.status == 503)
                     return
-                async for batch in sse_lines(resp.content.iter_any()):  # one await per network read
-                    for raw in batch:
-                        ev = parse_sse_line(raw)
-                        if ev is None:
-                            continue
-                        if ev == DONE:  # read on to the end: a fully read response keeps its connection
+                async for batch in sse_data(resp.content.iter_any()):  # one await per network read
+                    for payload in batch:
+                        if payload == b"[DONE]":  # read on to the end: a fully read response keeps its connection
                             done = True
                             continue
-                        assert isinstance(ev, dict)
+                        ev = parse_sse_data(payload)
                         if "error" in ev:
                             msg = str(ev["error"].get("message", "engine error"))
                             outcome = Aborted(r.id, self.instance_id, self.clock.now(), run.tokens,
@@ -347,7 +345,7 @@ class VLLMInstance(InstanceBackend):
                                 n = 1 if text else 0
                             if n > 0 or text:
                                 run.tokens += max(0, n)
-                                r.meta[PARTIAL_TEXT] = str(r.meta.get(PARTIAL_TEXT, "")) + text
+                                texts.append(text)
                                 if stream is not None:
                                     stream.push(text, max(0, n))
                             if c.get("finish_reason"):
@@ -376,6 +374,8 @@ class VLLMInstance(InstanceBackend):
                               reason=f"connection to engine lost ({type(exc).__name__})",
                               retryable=not (stream is not None and stream.sent))
         finally:
+            if texts:  # what a resumed run continues from (build_request)
+                r.meta[PARTIAL_TEXT] = str(r.meta.get(PARTIAL_TEXT, "")) + "".join(texts)
             self.runs.pop(r.id, None)
             if outcome is not None:
                 self._post(outcome)

@@ -22,6 +22,30 @@ def parse_sse_line(line: str) -> dict[str, Any] | str | None:
     payload = line[5:].strip()
     if payload == DONE:
         return DONE
+    return parse_sse_data(payload.encode())
+
+
+async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
+    """The payloads of the ``data:`` lines of a byte stream (after ``data:``, whitespace
+    stripped; ``b"[DONE]"`` included; blank lines, ``:`` comments and other fields skipped),
+    one list per chunk read that completes a line: a stream that delivers several events per
+    network read is handled with one await per read, not one per line. A last unterminated
+    line counts."""
+    rest = b""
+    async for data in chunks:
+        rest = rest + data if rest else data
+        if b"\n" not in data:
+            continue
+        *lines, rest = rest.split(b"\n")
+        out = [line[5:].strip() for line in lines if line[:5] == b"data:"]
+        if out:
+            yield out
+    if rest[:5] == b"data:":
+        yield [rest[5:].strip()]
+
+
+def parse_sse_data(payload: bytes) -> dict[str, Any]:
+    """One ``data:`` payload (not ``[DONE]``) as a JSON object; ``ValueError`` otherwise."""
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:  # a ValueError
@@ -29,21 +53,6 @@ def parse_sse_line(line: str) -> dict[str, Any] | str | None:
     if not isinstance(obj, dict):
         raise ValueError(f"SSE data is not a JSON object: {payload[:80]!r}")
     return obj
-
-
-async def sse_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
-    """The lines of a byte stream (``\\n``-terminated; a last unterminated line included),
-    one list per chunk read: a stream that delivers several events per network read is
-    parsed with one await per read, not one per line."""
-    rest = b""
-    async for data in chunks:
-        rest += data
-        if b"\n" not in data:
-            continue
-        *lines, rest = rest.split(b"\n")
-        yield [line.decode() for line in lines]
-    if rest:
-        yield [rest.decode()]
 
 
 def parse_sse(lines: Iterable[str]) -> list[dict[str, Any] | str]:
