@@ -40,6 +40,8 @@ RUNS: list[dict[str, Any]] = [
     {"label": "small", "scenario": "small"},
     {"label": "wa", "scenario": "wa"},
     {"label": "wa-seed-1", "name": "wa, seed 1", "scenario": "wa", "seed": 1},
+    # wa at 3x its load: qlm misses interactive SLOs, so P(meet) is exercised between 0 and 1
+    {"label": "wa-load-3", "name": "wa at load 3 (SLOs missed)", "scenario": "wa", "load": 3.0},
     {"label": "wb", "scenario": "wb"},
     # wc (long prompts) misses some SLOs: the only run here whose P(meet) is not all near 1
     {"label": "wc", "scenario": "wc"},

@@ -615,7 +615,7 @@ class QLMPolicy(Policy):
         """Least-loaded placement of an arrival that heads its group. With ``inst_id`` (its
         group's instance), when that instance would take it at once (it heads that virtual
         queue and the pulling rule admits it): another ready instance of its model with
-        nothing queued of its own that admits it and holds fewer requests takes it instead
+        nothing queued of its own that admits it (:meth:`_admits`) and holds fewer requests takes it instead
         (ties: its own instance, then by id). Without (a group with no place yet): the ready
         instance of its model with nothing queued of its own that admits it and holds the
         fewest requests (ties by id), if any; the group then needs no place. Without it, one
@@ -623,7 +623,6 @@ class QLMPolicy(Policy):
         come in time, but its batch, and so every stream's time per token, grows."""
         if not self._drop_dispatched(group) or group.requests[0] is not r:
             return []
-        est = self.estimator
         best: str | None = None
         best_held = 1 << 30
         if inst_id is not None:
@@ -631,8 +630,7 @@ class QLMPolicy(Policy):
             if own is None or own.state is not InstanceState.READY or own.active_model != r.model:
                 return []
             held = len(own.outstanding)
-            if (self._first_queued(own.id) is not r
-                    or not est.admits(own, r, est.held_tokens(own.outstanding.values()), held)):
+            if self._first_queued(own.id) is not r or not self._admits(own, r, held):
                 return []
             best, best_held = own.id, held
         for other_id in sorted(view.instances):
@@ -641,12 +639,17 @@ class QLMPolicy(Policy):
             if (other_id == inst_id or held >= best_held or other.state is not InstanceState.READY
                     or other.active_model != r.model or self._has_queued(other_id)):
                 continue
-            if est.admits(other, r, est.held_tokens(other.outstanding.values()), held):
+            if self._admits(other, r, held):
                 best, best_held = other_id, held
         if best is None or best == inst_id:
             return []
         group.requests.popleft()
         return [Dispatch(r.id, best, priority=self._slo[r.slo_class].priority, reason=f"spread {group.id}")]
+
+    def _admits(self, inst: InstanceView, r: Request, held: int) -> bool:
+        """The pulling rule for ``r`` on ``inst`` (always True with ``pull_limit`` off)."""
+        return not self.pull_limit or self.estimator.admits(
+            inst, r, self.estimator.held_tokens(inst.outstanding.values()), held)
 
     def _offer(self, r: Request, view: ClusterView) -> list[Action]:
         """Work-conserving arrival: when ``r``'s own instance does not take it, the ready
