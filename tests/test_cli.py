@@ -68,7 +68,7 @@ def test_policy_param_reaches_the_policy(tmp_path: Path) -> None:
 
 def test_dump_snapshots_then_solve_offline(tmp_path: Path) -> None:
     snaps = tmp_path / "snaps"
-    # small never queues: with spread on, every arrival is placed at once and nothing is solved
+    # small rarely queues: with spread on, most arrivals are placed at once and little is solved
     res = runner.invoke(app, ["simulate", "--scenario", "small", "--policy", "qlm", "--quiet",
                               "--policy-param", "spread=false", "--dump-snapshots", str(snaps)])
     assert res.exit_code == 0, res.output

@@ -6,8 +6,8 @@ Structure (QLM, SoCC'24):
   (:class:`~qlm.domain.groups.GroupTable`, ``group_cap`` requests at most), FCFS inside.
 - **Virtual queues.** One per instance: the ordered group ids it serves next.
 - **Planner** (pluggable, :class:`Planner`). Assigns and orders groups into virtual queues.
-  Runs every ``tick_s`` while a virtual queue holds work, when a new group appears whose first
-  request no instance takes at once (``spread``), and when an instance runs dry while other
+  Runs every ``tick_s`` while a virtual queue holds work, when a new group appears (unless
+  ``spread`` placed its first request at once), and when an instance runs dry while other
   queues hold work. Interface::
 
       plan(PlannerInput) -> PlannerOutput
@@ -36,11 +36,12 @@ Structure (QLM, SoCC'24):
   takes other queues' requests in deadline order; it pulls at its own engine events, and an
   arrival its own instance does not take makes the instances with nothing queued of their
   own and room for it pull at once (work-conserving; the one that starts its prefill first
-  pulls first). An arrival its own instance *would* take at once goes to the least loaded
-  such instance instead (``spread``: fewest requests held; ties: its own instance): otherwise
-  one instance fills to its admission limit before the next takes work, and its batch, and so
-  every stream's time per token, grows. The first request of a new group goes the same way
-  when some instance takes it at once: the group needs no place and nothing is solved.
+  pulls first). An arrival of the most urgent class that its own instance *would* take at once
+  goes to the least loaded such instance instead (``spread``: fewest requests held; ties: its
+  own instance): otherwise one instance fills to its admission limit before the next takes
+  work, and its prefill queue, batch and time per token grow. The first request of a new such
+  group goes the same way when some instance takes it at once: the group needs no place and
+  nothing is solved. Other classes pack, keeping whole instances free for swaps.
 - **Model swapping.** When the head group's model is not active: ``Swap(mode="wait")``.
 - **Eviction.** When the estimator gives an arriving request of a more urgent class a
   P(meet) below ``evict_below`` and its instance runs lower-priority work, that work is
@@ -612,7 +613,10 @@ class QLMPolicy(Policy):
                 return
 
     def _spread(self, r: Request, group: RequestGroup, inst_id: str | None, view: ClusterView) -> list[Action]:
-        """Least-loaded placement of an arrival that heads its group. With ``inst_id`` (its
+        """Least-loaded placement of an arrival of the most urgent SLO class (the lowest
+        priority number) that heads its group; other classes pack (an instance takes them up
+        to its admission limit first), which keeps whole instances free to swap to another
+        model or take urgent work. With ``inst_id`` (its
         group's instance), when that instance would take it at once (it heads that virtual
         queue and the pulling rule admits it): another ready instance of its model with
         nothing queued of its own that admits it (:meth:`_admits`) and holds fewer requests takes it instead
@@ -621,7 +625,8 @@ class QLMPolicy(Policy):
         fewest requests (ties by id), if any; the group then needs no place. Without it, one
         instance fills to its admission limit before the next takes work: first tokens still
         come in time, but its batch, and so every stream's time per token, grows."""
-        if not self._drop_dispatched(group) or group.requests[0] is not r:
+        if (self._slo[r.slo_class].priority > min(c.priority for c in self._slo.values())
+                or not self._drop_dispatched(group) or group.requests[0] is not r):
             return []
         best: str | None = None
         best_held = 1 << 30

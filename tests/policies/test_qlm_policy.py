@@ -116,10 +116,10 @@ def test_idle_instance_takes_an_arrival_at_once() -> None:
     # batch requests projected at 1400 + 2085 = 3485 KV tokens: 10 fit an A10. 11 arrive
     # together in one group; its instance takes 10, the 11th does not fit. The other A10 is
     # idle (no engine events, nothing queued of its own): it pulls when the request arrives,
-    # not at the next tick (5 s). (Least-loaded placement off: with it the two share from the
-    # first arrival on, test_arrivals_spread_to_the_least_loaded_instance.)
+    # not at the next tick (5 s). (Batch work packs: least-loaded placement is for the most
+    # urgent class, test_urgent_arrivals_spread_to_the_least_loaded_instance.)
     wl = [timed(req(f"b{k}", prompt=1400, cls="batch-2", t=0.0), 50) for k in range(11)]
-    run, _, _ = _run(_a10s(2), wl, spread=False)
+    run, _, _ = _run(_a10s(2), wl)
     reqs = {r.id: r for r in run.requests}
     first = {reqs[f"b{k}"].instance for k in range(10)}
     last = reqs["b10"]
@@ -127,17 +127,23 @@ def test_idle_instance_takes_an_arrival_at_once() -> None:
     assert last.dispatched_s == 0.0 and last.meta["pred_path"] == "dispatched"
 
 
-def test_arrivals_spread_to_the_least_loaded_instance() -> None:
-    # the same 11 arrivals in one group on two idle A10s: each goes to the instance holding
-    # fewer requests, ties to the group's own instance: own, other, own, ... -> 6 and 5, all
-    # dispatched at once; without spreading the own instance takes 10 first (test above)
-    wl = [timed(req(f"b{k}", prompt=1400, cls="batch-2", t=0.0), 50) for k in range(11)]
+def test_urgent_arrivals_spread_to_the_least_loaded_instance() -> None:
+    # 11 interactive arrivals (the most urgent class) in one group on two idle A10s: each goes
+    # to the instance holding fewer requests, ties to the group's instance (the first goes
+    # where no group is placed yet: the lowest id): own, other, own, ... -> 6 and 5, all
+    # dispatched at once. Batch arrivals pack instead: the same 11 as batch-2 go 10 to one
+    # instance (its admission limit, the test above), the 11th to the other.
+    wl = [timed(req(f"i{k}", prompt=1400, cls="interactive", t=0.0), 50) for k in range(11)]
     run, _, _ = _run(_a10s(2), wl)
-    reqs = [next(r for r in run.requests if r.id == f"b{k}") for k in range(11)]
+    reqs = [next(r for r in run.requests if r.id == f"i{k}") for k in range(11)]
     assert all(r.dispatched_s == 0.0 and r.meta["pred_path"] == "dispatched" for r in reqs)
     own, other = reqs[0].instance, reqs[1].instance
     assert own != other
     assert [r.instance for r in reqs] == [own, other] * 5 + [own]
+    batch = [timed(req(f"b{k}", prompt=1400, cls="batch-2", t=0.0), 50) for k in range(11)]
+    run, _, _ = _run(_a10s(2), batch)
+    places = [next(r for r in run.requests if r.id == f"b{k}").instance for k in range(11)]
+    assert len(set(places[:10])) == 1 and places[10] != places[0]
 
 
 def test_queued_request_predicted_by_the_dispatch_replay() -> None:
