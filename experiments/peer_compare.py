@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from experiments.paper.common import machine
-from qlm.bench.local import LocalProcesses, router_path, static_gateway_config
+from qlm.bench.local import LocalProcesses, router_path, static_gateway_config, traffic_priors
 from qlm.bench.plan import BenchPlan, build_plan
 from qlm.bench.records import RequestRecord
 from qlm.bench.report import SUMMARY_HEADERS, markdown_table, result_document, summary_rows
@@ -51,8 +51,9 @@ async def _start_target(name: str, procs: LocalProcesses, urls: list[str], plan:
                         args: argparse.Namespace) -> str:
     if name == "qlm serve":
         classes = [plan.slo_classes[c].model_dump(exclude_none=True) for c in plan.slo_classes]
+        priors = None if args.no_priors else traffic_priors(args.scenario_obj, args.speed)
         cfg = static_gateway_config(urls, model, gpu=args.gpu, speed=args.speed, policy=args.policy,
-                                    slo_classes=classes)
+                                    slo_classes=classes, expected_traffic=priors)
         return await procs.gateway(cfg)
     return await procs.router(urls, policy="round_robin")
 
@@ -153,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=600.0, help="per-request limit, wall seconds")
     ap.add_argument("--no-simulate", action="store_true", help="skip the simulator's prediction")
+    ap.add_argument("--no-priors", action="store_true",
+                    help="give qlm serve no expected_traffic (by default it gets the scenario's declared "
+                    "lengths and rates, as the simulator gives the policy)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("out/peer_compare"))
     args = ap.parse_args(argv)
@@ -162,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if bad or not names:
         ap.error(f"--targets: unknown {bad}; known: {', '.join(TARGETS)}")
     sc = load_scenario(args.scenario)
+    args.scenario_obj = sc
     plan = build_plan(sc, seed=args.seed, time_scale=args.speed, limit=args.limit)
     models = sorted({r.model for r in plan.requests})
     if len(models) != 1:

@@ -13,7 +13,8 @@ YAML (every key optional; see ``examples/gateway.yaml``)::
     auth: {api_keys: [sk-...], admin_key: admin-...}   # none configured: open
     limits: {max_body_bytes: 1048576}
     policy: qlm
-    expected_rates: {mistral-7b: {interactive: 20}}   # steady req/s per model and class (estimator prior)
+    expected_traffic:                # estimator priors per model and class (all optional)
+      mistral-7b: {interactive: {rate: 20, output_mean: 350, output_std: 280, prompt_mean: 600}}
     runtime: null                    # null: the embedded emulated cluster; else qlm.runtime.config
     emulated: {speed: 1.0, seed: 0}
     batch:                           # Batch API (off without data_dir or database_url)
@@ -46,6 +47,7 @@ __all__ = [
     "EmulatedSettings",
     "GatewayConfig",
     "LimitsConfig",
+    "TrafficPrior",
     "WindowRule",
     "load_gateway_config",
     "parse_gateway_config",
@@ -75,6 +77,25 @@ class AdmissionRule(_Strict):
     def target(self) -> str | None:
         """The class of a ``downgrade``, else None."""
         return self.action.split(":", 1)[1] if self.kind == "downgrade" else None
+
+
+class TrafficPrior(_Strict):
+    """What an operator expects of one (model, SLO class), the estimator's priors until it has
+    learned from the traffic itself: ``rate``, steady requests per wall second (used until the
+    class's first arrival; a forecast of steady traffic, not of bursts); ``output_mean`` /
+    ``output_std``, output tokens (until 30 completions of the class); ``prompt_mean``, prompt
+    tokens (the start of its running mean)."""
+
+    rate: float | None = Field(default=None, ge=0)
+    output_mean: float | None = Field(default=None, gt=0)
+    output_std: float | None = Field(default=None, ge=0)
+    prompt_mean: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TrafficPrior:
+        if (self.output_mean is None) != (self.output_std is None):
+            raise ValueError("output_mean and output_std go together")
+        return self
 
 
 class AuthConfig(_Strict):
@@ -149,10 +170,8 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     policy: str = "qlm"
     policy_params: dict[str, Any] = Field(default_factory=dict)
-    expected_rates: dict[str, dict[str, float]] = Field(
-        default_factory=dict,
-        description="steady arrival rate (requests per wall second) per model and SLO class: the "
-        "estimator's rate for that class until its first arrival (a forecast of steady traffic)")
+    expected_traffic: dict[str, dict[str, TrafficPrior]] = Field(
+        default_factory=dict, description="the estimator's priors per model and SLO class")
     runtime: RuntimeConfig | None = None
     emulated: EmulatedSettings = EmulatedSettings()
     batch: BatchSettings = BatchSettings()
@@ -183,12 +202,10 @@ class GatewayConfig(_Strict):
             if rule.target is not None and (rule.target not in known or rule.target == cls):
                 raise ValueError(f"admission.{cls}.action: cannot downgrade to {rule.target!r}; "
                                  f"known: {names}")
-        for model, rates in self.expected_rates.items():
-            for cls, rate in rates.items():
+        for model, by_class in self.expected_traffic.items():
+            for cls in by_class:
                 if cls not in known:
-                    raise ValueError(f"expected_rates.{model}.{cls}: unknown class; known: {names}")
-                if not rate >= 0:
-                    raise ValueError(f"expected_rates.{model}.{cls}: must be >= 0, got {rate}")
+                    raise ValueError(f"expected_traffic.{model}.{cls}: unknown class; known: {names}")
         for i, w in enumerate(self.batch.window_classes):
             if w.slo_class not in known:
                 raise ValueError(f"batch.window_classes.{i}.slo_class: unknown class {w.slo_class!r}; "

@@ -149,7 +149,7 @@ class Gateway:
         self.speed = rcfg.speed
         policy = registry.create(cfg.policy, **cfg.policy_params)
         try:
-            self._expected_rates(policy, rcfg)
+            self._expected_traffic(policy, rcfg)
             self.rt = await start_runtime(rcfg, policy, cfg.classes)
         except BaseException:
             await self._stop_launcher()
@@ -165,20 +165,27 @@ class Gateway:
             self._batch_collector = BatchCollector(self.batch_store)
             self.metrics.registry.register(self._batch_collector)
 
-    def _expected_rates(self, policy: Any, rcfg: Any) -> None:
-        """Give the policy's estimator the configured steady rates (per control-plane second)."""
-        rates = self.config.expected_rates
-        if not rates:
+    def _expected_traffic(self, policy: Any, rcfg: Any) -> None:
+        """Give the policy's estimator the configured priors (rates per control-plane second)."""
+        traffic = self.config.expected_traffic
+        if not traffic:
             return
-        set_prior = getattr(getattr(policy, "estimator", None), "set_rate_prior", None)
-        if not callable(set_prior):
-            raise ValueError(f"expected_rates: policy {self.config.policy!r} has no estimator to use them")
+        from qlm.estimator import LengthPrior
+
+        est: Any = getattr(policy, "estimator", None)
+        if not callable(getattr(est, "set_rate_prior", None)):
+            raise ValueError(f"expected_traffic: policy {self.config.policy!r} has no estimator to use it")
         served = {m.model for e in rcfg.engines for m in e.models}
-        for model, by_class in sorted(rates.items()):
+        for model, by_class in sorted(traffic.items()):
             if model not in served:
-                raise ValueError(f"expected_rates.{model}: no engine serves it; served: {sorted(served)}")
-            for cls, rate in sorted(by_class.items()):
-                set_prior(model, cls, rate / self.speed)
+                raise ValueError(f"expected_traffic.{model}: no engine serves it; served: {sorted(served)}")
+            for cls, prior in sorted(by_class.items()):
+                if prior.rate is not None:
+                    est.set_rate_prior(model, cls, prior.rate / self.speed)
+                if prior.output_mean is not None and prior.output_std is not None:
+                    est.lengths.set_prior((model, cls), LengthPrior(prior.output_mean, prior.output_std))
+                if prior.prompt_mean is not None:
+                    est.set_prompt_prior(model, cls, prior.prompt_mean)
 
     def start_batches(self, submit: SubmitFn) -> None:
         """Run the batch runner (every accepted batch resumes); a no-op when the Batch API is off."""

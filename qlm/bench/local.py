@@ -60,9 +60,11 @@ def emulator_command(model: str, port: int, *, gpu: str = "A100-80G", speed: flo
 def static_gateway_config(urls: Sequence[str], model: str, *, gpu: str = "A100-80G", speed: float = 1.0,
                           policy: str = "qlm", profile: str | None = None,
                           slo_classes: Iterable[dict[str, Any]] | None = None,
-                          scheduling_policy: str = "priority") -> dict[str, Any]:
+                          scheduling_policy: str = "priority",
+                          expected_traffic: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ``qlm serve --config`` mapping: one static engine per URL serving ``model`` (timings
-    of ``profile``, default the model), no sleep mode, the runtime clock at ``speed``."""
+    of ``profile``, default the model), no sleep mode, the runtime clock at ``speed``;
+    ``expected_traffic`` as in the gateway config (e.g. :func:`traffic_priors`)."""
     cfg: dict[str, Any] = {
         "policy": policy,
         "runtime": {"launcher": "static", "speed": speed, "engines": [
@@ -70,11 +72,28 @@ def static_gateway_config(urls: Sequence[str], model: str, *, gpu: str = "A100-8
              "models": [{"model": model, "url": u, "profile": profile or model}]}
             for k, u in enumerate(urls)]},
     }
+    if expected_traffic:
+        cfg["expected_traffic"] = expected_traffic
     if slo_classes is not None:
         classes = list(slo_classes)
         cfg["slo_classes"] = classes
         cfg["default_class"] = classes[0]["name"]
     return cfg
+
+
+def traffic_priors(scenario: Any, speed: float = 1.0) -> dict[str, dict[str, dict[str, float]]]:
+    """A scenario's declared traffic as the gateway's ``expected_traffic``, the priors the
+    simulator gives the ``qlm`` policy (``QLMPolicy.configure``): per model and class the
+    declared output mean/std and mean prompt, and the summed rate of its steady streams in
+    requests per wall second when the workload is sent ``speed`` times faster."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for stream in scenario.workload.streams:
+        ls = stream.length_spec
+        prior = out.setdefault(stream.model, {}).setdefault(stream.slo_class, {})
+        prior.update(output_mean=ls.output_mean, output_std=ls.output_std, prompt_mean=ls.input_mean)
+        if stream.arrival.kind != "burst" and stream.arrival.rate is not None:
+            prior["rate"] = prior.get("rate", 0.0) + stream.arrival.rate * speed
+    return out
 
 
 def router_path() -> str | None:

@@ -41,8 +41,9 @@ def test_example_file_validates() -> None:
     ({"policy": "nope"}, "policy"),
     ({"limits": {"max_body_bytes": 1}}, "limits.max_body_bytes"),
     ({"colour": "red"}, "colour"),
-    ({"expected_rates": {"m": {"gold": 1}}}, "expected_rates.m.gold"),
-    ({"expected_rates": {"m": {"interactive": -1}}}, "expected_rates.m.interactive"),
+    ({"expected_traffic": {"m": {"gold": {"rate": 1}}}}, "expected_traffic.m.gold"),
+    ({"expected_traffic": {"m": {"interactive": {"rate": -1}}}}, "expected_traffic.m.interactive.rate"),
+    ({"expected_traffic": {"m": {"interactive": {"output_mean": 10}}}}, "expected_traffic.m.interactive"),
     ({"runtime": {"engines": [{"id": "e", "gpu": "H100", "models": [{"model": "m"}]}]}},
      "runtime.engines.0.models.0.url"),
 ])
@@ -62,10 +63,13 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
         load_gateway_config(bad)
 
 
-async def test_expected_rates_reach_the_estimator() -> None:
-    # 4 requests per wall second with emulators at 20x: 4 / 20 = 0.2 per control-plane second
+async def test_expected_traffic_reaches_the_estimator() -> None:
+    # 4 requests per wall second with emulators at 20x: 4 / 20 = 0.2 per control-plane second;
+    # outputs of mean 1500 and std 0: every quantile is 1500
     engines = [EmulatedEngineSpec("e0", "A100-80G", ("mistral-7b",))]
-    cfg = parse_gateway_config({"emulated": {"speed": 20.0}, "expected_rates": {"mistral-7b": {"interactive": 4}}})
+    prior = {"rate": 4, "output_mean": 1500, "output_std": 0, "prompt_mean": 900}
+    cfg = parse_gateway_config({"emulated": {"speed": 20.0},
+                                "expected_traffic": {"mistral-7b": {"interactive": prior}}})
     gw = Gateway(cfg, emulated_engines=engines)
     await gw.start()
     try:
@@ -73,12 +77,14 @@ async def test_expected_rates_reach_the_estimator() -> None:
         est = gw.rt.control.policy.estimator  # type: ignore[attr-defined]
         assert est.arrival_rate("mistral-7b", "interactive", 0.0) == pytest.approx(0.2)
         assert est.arrival_rate("mistral-7b", "batch-1", 0.0) == 0.0
+        assert est.lengths.tail("mistral-7b", "interactive", 0.8) == pytest.approx(1500)
+        assert est.mean_prompt("mistral-7b", "interactive") == pytest.approx(900)
     finally:
         await gw.stop()
     # a model no engine serves, or a policy without an estimator: start-up fails, naming the field
-    for raw in ({"expected_rates": {"nope": {"interactive": 1}}},
-                {"policy": "fcfs", "expected_rates": {"mistral-7b": {"interactive": 1}}}):
+    for raw in ({"expected_traffic": {"nope": {"interactive": {"rate": 1}}}},
+                {"policy": "fcfs", "expected_traffic": {"mistral-7b": {"interactive": {"rate": 1}}}}):
         gw = Gateway(parse_gateway_config(raw), emulated_engines=engines)
-        with pytest.raises(ValueError, match="expected_rates"):
+        with pytest.raises(ValueError, match="expected_traffic"):
             await gw.start()
         await gw.stop()
