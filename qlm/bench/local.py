@@ -87,12 +87,11 @@ def traffic_priors(scenario: Any, speed: float = 1.0) -> dict[str, dict[str, dic
     declared output mean/std and mean prompt, and the summed rate of its steady streams in
     requests per wall second when the workload is sent ``speed`` times faster."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for stream in scenario.workload.streams:
-        ls = stream.length_spec
-        prior = out.setdefault(stream.model, {}).setdefault(stream.slo_class, {})
-        prior.update(output_mean=ls.output_mean, output_std=ls.output_std, prompt_mean=ls.input_mean)
-        if stream.arrival.kind != "burst" and stream.arrival.rate is not None:
-            prior["rate"] = prior.get("rate", 0.0) + stream.arrival.rate * speed
+    for (model, cls), t in scenario.workload.declared_traffic().items():
+        prior = {"output_mean": t.output_mean, "output_std": t.output_std, "prompt_mean": t.prompt_mean}
+        if t.rate is not None:
+            prior["rate"] = t.rate * speed
+        out.setdefault(model, {})[cls] = prior
     return out
 
 

@@ -249,6 +249,7 @@ class QLMPolicy(Policy):
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
         self._slo: dict[str, SLOClass] = {}
+        self._urgent = 0
         self._last_plan = -np.inf
         self._next_tick = tick_s  # ticks come every tick_s from tick_s on
         self.replans = 0  # plans applied
@@ -273,20 +274,15 @@ class QLMPolicy(Policy):
         arrival rate until its first arrival. Learning online replaces them."""
         from qlm.estimator import LengthPrior
 
-        rates: dict[tuple[str, str], float] = {}
-        for stream in scenario.workload.streams:
-            ls = stream.length_spec
-            key = (stream.model, stream.slo_class)
-            self.estimator.lengths.set_prior(key, LengthPrior(ls.output_mean, ls.output_std))
-            self.estimator.set_prompt_prior(stream.model, stream.slo_class, ls.input_mean)
-            if stream.arrival.kind != "burst" and stream.arrival.rate is not None:
-                rates[key] = rates.get(key, 0.0) + stream.arrival.rate
-        if self.rate_priors:
-            for (model, cls), rate in sorted(rates.items()):
-                self.estimator.set_rate_prior(model, cls, rate)
+        for (model, cls), t in scenario.workload.declared_traffic().items():
+            self.estimator.lengths.set_prior((model, cls), LengthPrior(t.output_mean, t.output_std))
+            self.estimator.set_prompt_prior(model, cls, t.prompt_mean)
+            if self.rate_priors and t.rate is not None:
+                self.estimator.set_rate_prior(model, cls, t.rate)
 
     def start(self, view: ClusterView) -> Sequence[Action]:
         self._slo = dict(view.slo_classes)
+        self._urgent = min(c.priority for c in self._slo.values())  # the class spread serves
         if hasattr(self.planner, "slo_classes"):  # planners that price classes (MILP)
             self.planner.slo_classes = dict(view.slo_classes)
         self.vqueues = {i: [] for i in sorted(view.instances)}
@@ -625,7 +621,7 @@ class QLMPolicy(Policy):
         fewest requests (ties by id), if any; the group then needs no place. Without it, one
         instance fills to its admission limit before the next takes work: first tokens still
         come in time, but its batch, and so every stream's time per token, grows."""
-        if (self._slo[r.slo_class].priority > min(c.priority for c in self._slo.values())
+        if (self._slo[r.slo_class].priority > self._urgent
                 or not self._drop_dispatched(group) or group.requests[0] is not r):
             return []
         best: str | None = None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -135,9 +136,35 @@ class StreamSpec(_Strict):
         return LENGTH_PRESETS[self.lengths] if isinstance(self.lengths, str) else self.lengths
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredTraffic:
+    """What a workload declares for one (model, SLO class): output tokens' mean and standard
+    deviation, mean prompt tokens, and the summed rate of its steady streams (Poisson,
+    gamma; ``None`` when it has only bursts), in requests per second."""
+
+    output_mean: float
+    output_std: float
+    prompt_mean: float
+    rate: float | None
+
+
 class WorkloadConfig(_Strict):
     requests: int | None = Field(default=None, ge=1, description="total, split by stream share")
     streams: list[StreamSpec] = Field(min_length=1)
+
+    def declared_traffic(self) -> dict[tuple[str, str], DeclaredTraffic]:
+        """Per (model, class), in the order the streams first name them: the lengths of the
+        last stream of the key, the rates of all its steady streams summed (the priors a
+        deployment would configure; see ``QLMPolicy.configure``)."""
+        out: dict[tuple[str, str], DeclaredTraffic] = {}
+        for stream in self.streams:
+            key = (stream.model, stream.slo_class)
+            ls = stream.length_spec
+            rate = out[key].rate if key in out else None
+            if stream.arrival.kind != "burst" and stream.arrival.rate is not None:
+                rate = (rate or 0.0) + stream.arrival.rate
+            out[key] = DeclaredTraffic(ls.output_mean, ls.output_std, ls.input_mean, rate)
+        return out
 
     @model_validator(mode="after")
     def _shares_need_total(self) -> WorkloadConfig:

@@ -94,3 +94,26 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
         load_scenario(_write(tmp_path, "name: [unclosed"))
     with pytest.raises(ConfigError, match="no such scenario file"):
         load_scenario(str(tmp_path / "nope.yaml"))
+
+
+def test_declared_traffic_and_the_gateway_priors() -> None:
+    # two steady interactive streams (5 + 2 req/s) and a batch burst: interactive's rate is
+    # their sum, batch has none (a burst is not steady traffic); lengths are the streams' own
+    from qlm.bench.local import traffic_priors
+    from tests.factories import scenario
+
+    sc = scenario(workload={"streams": [
+        {"model": "mistral-7b", "slo_class": "interactive", "count": 5, "arrival": {"kind": "poisson", "rate": 5.0}},
+        {"model": "mistral-7b", "slo_class": "interactive", "count": 5, "arrival": {"kind": "poisson", "rate": 2.0}},
+        {"model": "mistral-7b", "slo_class": "batch-2", "count": 5, "arrival": {"kind": "burst", "start_s": 1},
+         "lengths": "report"},
+    ]})
+    t = sc.workload.declared_traffic()
+    assert list(t) == [("mistral-7b", "interactive"), ("mistral-7b", "batch-2")]
+    assert t[("mistral-7b", "interactive")].rate == 7.0 and t[("mistral-7b", "batch-2")].rate is None
+    report = sc.workload.streams[2].length_spec
+    assert t[("mistral-7b", "batch-2")].output_mean == report.output_mean
+    # sent 10x faster, the gateway expects 70 requests per wall second; no rate for the burst
+    pri = traffic_priors(sc, speed=10.0)["mistral-7b"]
+    assert pri["interactive"]["rate"] == 70.0 and "rate" not in pri["batch-2"]
+    assert pri["batch-2"]["output_mean"] == report.output_mean
