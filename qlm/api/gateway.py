@@ -173,19 +173,17 @@ class Gateway:
         from qlm.estimator import LengthPrior
 
         est: Any = getattr(policy, "estimator", None)
-        if not callable(getattr(est, "set_rate_prior", None)):
+        if not callable(getattr(est, "set_traffic_prior", None)):
             raise ValueError(f"expected_traffic: policy {self.config.policy!r} has no estimator to use it")
         served = {m.model for e in rcfg.engines for m in e.models}
         for model, by_class in sorted(traffic.items()):
             if model not in served:
                 raise ValueError(f"expected_traffic.{model}: no engine serves it; served: {sorted(served)}")
-            for cls, prior in sorted(by_class.items()):
-                if prior.rate is not None:
-                    est.set_rate_prior(model, cls, prior.rate / self.speed)
-                if prior.output_mean is not None and prior.output_std is not None:
-                    est.lengths.set_prior((model, cls), LengthPrior(prior.output_mean, prior.output_std))
-                if prior.prompt_mean is not None:
-                    est.set_prompt_prior(model, cls, prior.prompt_mean)
+            for cls, p in sorted(by_class.items()):
+                output = None if p.output_mean is None or p.output_std is None else LengthPrior(
+                    p.output_mean, p.output_std)
+                est.set_traffic_prior(model, cls, rate=None if p.rate is None else p.rate / self.speed,
+                                      output=output, prompt_mean=p.prompt_mean)
 
     def start_batches(self, submit: SubmitFn) -> None:
         """Run the batch runner (every accepted batch resumes); a no-op when the Batch API is off."""

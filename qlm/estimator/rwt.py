@@ -154,6 +154,20 @@ class RWTEstimator:
             raise ValueError(f"rate prior for ({model}, {slo_class}) must be >= 0, got {rate}")
         self._rate_prior[(model, slo_class)] = rate
 
+    def set_traffic_prior(
+        self, model: str, slo_class: str, *, rate: float | None = None,
+        output: LengthPrior | None = None, prompt_mean: float | None = None,
+    ) -> None:
+        """What configuration expects of a (model, class), each part optional: its steady
+        arrival ``rate`` (:meth:`set_rate_prior`), its ``output`` lengths (the length model's
+        prior) and its mean prompt tokens (:meth:`set_prompt_prior`)."""
+        if output is not None:
+            self.lengths.set_prior((model, slo_class), output)
+        if prompt_mean is not None:
+            self.set_prompt_prior(model, slo_class, prompt_mean)
+        if rate is not None:
+            self.set_rate_prior(model, slo_class, rate)
+
     def observe_arrival(self, request: Request) -> None:
         self._arrivals.setdefault((request.model, request.slo_class), deque()).append(request.arrival_s)
         self._first_arrival.setdefault((request.model, request.slo_class), request.arrival_s)

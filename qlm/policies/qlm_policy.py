@@ -244,7 +244,7 @@ class QLMPolicy(Policy):
         self.swapping = swapping  # ablation: False = never swap; groups only go where their model runs
         self.pull_limit = pull_limit  # ablation: False = dispatch without the batch-capacity limit
         self.rate_priors = rate_priors  # False: configure() gives the estimator no arrival-rate priors
-        self.spread = spread  # an arrival its own instance would take at once goes to the least loaded
+        self.spread = spread  # arrivals of the most urgent class go to the least-loaded instance
         self.vqueues: dict[str, list[str]] = {}
         self.assigned: dict[str, str] = {}  # group id -> instance id
         self.started: set[str] = set()  # groups with a dispatched request (pinned)
@@ -275,10 +275,9 @@ class QLMPolicy(Policy):
         from qlm.estimator import LengthPrior
 
         for (model, cls), t in scenario.workload.declared_traffic().items():
-            self.estimator.lengths.set_prior((model, cls), LengthPrior(t.output_mean, t.output_std))
-            self.estimator.set_prompt_prior(model, cls, t.prompt_mean)
-            if self.rate_priors and t.rate is not None:
-                self.estimator.set_rate_prior(model, cls, t.rate)
+            self.estimator.set_traffic_prior(
+                model, cls, output=LengthPrior(t.output_mean, t.output_std), prompt_mean=t.prompt_mean,
+                rate=t.rate if self.rate_priors else None)
 
     def start(self, view: ClusterView) -> Sequence[Action]:
         self._slo = dict(view.slo_classes)
@@ -612,15 +611,16 @@ class QLMPolicy(Policy):
         """Least-loaded placement of an arrival of the most urgent SLO class (the lowest
         priority number) that heads its group; other classes pack (an instance takes them up
         to its admission limit first), which keeps whole instances free to swap to another
-        model or take urgent work. With ``inst_id`` (its
-        group's instance), when that instance would take it at once (it heads that virtual
-        queue and the pulling rule admits it): another ready instance of its model with
-        nothing queued of its own that admits it (:meth:`_admits`) and holds fewer requests takes it instead
-        (ties: its own instance, then by id). Without (a group with no place yet): the ready
-        instance of its model with nothing queued of its own that admits it and holds the
-        fewest requests (ties by id), if any; the group then needs no place. Without it, one
-        instance fills to its admission limit before the next takes work: first tokens still
-        come in time, but its batch, and so every stream's time per token, grows."""
+        model or take urgent work.
+
+        With ``inst_id`` (its group's instance), when that instance would take it at once (it
+        heads that virtual queue and :meth:`_admits` it): another ready instance of its model
+        with nothing queued of its own that admits it and holds fewer requests takes it
+        instead (ties: its own instance, then by id). Without (a group with no place yet): the
+        ready instance of its model with nothing queued of its own that admits it and holds
+        the fewest requests (ties by id), if any; the group then needs no place. Without
+        spreading, one instance fills to its admission limit before the next takes work: first
+        tokens still come in time, but its prefill queue, batch and time per token grow."""
         if (self._slo[r.slo_class].priority > self._urgent
                 or not self._drop_dispatched(group) or group.requests[0] is not r):
             return []

@@ -53,7 +53,7 @@ from qlm.runtime.events import (
     InstanceUp,
     SwapDone,
 )
-from qlm.runtime.vllm.sse import metric_sum, parse_prometheus, parse_sse_data, sse_data
+from qlm.runtime.vllm.sse import DONE_DATA, metric_sum, parse_prometheus, parse_sse_data, sse_data
 from qlm.runtime.vllm.stream import RequestStream
 
 log = logging.getLogger("qlm.runtime.vllm")
@@ -320,7 +320,7 @@ class VLLMInstance(InstanceBackend):
                     return
                 async for batch in sse_data(resp.content.iter_any()):  # one await per network read
                     for payload in batch:
-                        if payload == b"[DONE]":  # read on to the end: a fully read response keeps its connection
+                        if payload == DONE_DATA:  # read on to the end: a fully read response keeps its connection
                             done = True
                             continue
                         ev = parse_sse_data(payload)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 DONE = "[DONE]"
+DONE_DATA = DONE.encode()  # the payload :func:`sse_data` yields for it
 
 
 def parse_sse_line(line: str) -> dict[str, Any] | str | None:
