@@ -15,7 +15,10 @@ and behind vllm-router (PyPI, policy round_robin), in two modes.
   router share them; in this mode latency is mostly queueing for CPU).
 
 "added" = the target's percentile minus the direct one. The client uses aiohttp; TTFT is the
-time to the first chunk with generated text. The machine is written into the report.
+time to the first chunk with generated text. "cores" is the target process's CPU time over the
+measured window divided by the window (Linux: /proc); "CPU us/token" divides that CPU time by
+the tokens relayed (latency mode), all per-request work included. The machine is written into
+the report.
 """
 
 from __future__ import annotations
@@ -67,6 +70,17 @@ async def one_request(session: aiohttp.ClientSession, base: str, max_tokens: int
     if ttft is None or not done:
         return None
     return ttft, time.perf_counter() - t0
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _session(concurrency: int) -> aiohttp.ClientSession:
@@ -142,17 +156,20 @@ async def open_loop(bases: list[str], rate: float, duration_s: float, max_tokens
 async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: float, mode: str
                       ) -> dict[str, dict[str, float]]:
     emu_urls = await procs.emulators(args.engines, MODEL, prefix=f"{mode}-emu", gpu="A100-80G", speed=speed)
-    targets: list[tuple[str, list[str]]] = [("direct", emu_urls)]
+    targets: list[tuple[str, list[str], int | None]] = [("direct", emu_urls, None)]
     for policy in args.policies:
         cfg = static_gateway_config(emu_urls, MODEL, gpu="A100-80G", speed=speed, policy=policy,
                                     profile="mistral-7b", scheduling_policy="fcfs")
-        targets.append((f"qlm serve ({policy})", [await procs.gateway(cfg, name=f"{mode}-gateway-{policy}")]))
+        url = await procs.gateway(cfg, name=f"{mode}-gateway-{policy}")
+        targets.append((f"qlm serve ({policy})", [url], procs.procs[-1].pid))
     if router_path() is not None and not args.no_router:
         with contextlib.suppress(RuntimeError):
-            targets.append(("vllm-router", [await procs.router(emu_urls, name=f"{mode}-router")]))
+            url = await procs.router(emu_urls, name=f"{mode}-router")
+            targets.append(("vllm-router", [url], procs.procs[-1].pid))
     out: dict[str, dict[str, float]] = {}
-    for name, bases in targets:
+    for name, bases, pid in targets:
         await closed_loop(bases, 8, 2.0, args.max_tokens)  # warm-up: connections, caches
+        cpu0, t0 = cpu_seconds(pid), time.perf_counter()
         if mode == "latency":
             print(f"[latency] {name}: {args.rate:g} req/s x {args.duration:g} s, "
                   f"{args.latency_max_tokens} tokens at speed {speed:g} ...", flush=True)
@@ -160,6 +177,11 @@ async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: fl
         else:
             print(f"[throughput] {name}: {args.concurrency} closed-loop streams x {args.duration:g} s ...", flush=True)
             out[name] = await closed_loop(bases, args.concurrency, args.duration, args.max_tokens)
+        cpu1, wall = cpu_seconds(pid), time.perf_counter() - t0
+        tokens = out[name]["completed"] * (args.latency_max_tokens if mode == "latency" else args.max_tokens)
+        used = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else float("nan")
+        out[name]["cores"] = used / wall
+        out[name]["cpu_us_per_token"] = used / tokens * 1e6 if tokens else float("nan")
         print(f"  {out[name]}", flush=True)
     return out
 
@@ -173,18 +195,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None or x != x else format(x, fmt)
+
+
 def table(res: dict[str, dict[str, float]], mode: str) -> list[str]:
     base = res["direct"]
     lines = ["| target | completed | failed | req/s | mean open streams | TTFT p50 ms | TTFT p99 ms | "
-             "added p50 ms | added p99 ms | req/s vs vllm-router |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "added p50 ms | added p99 ms | req/s vs vllm-router | cores | CPU us/token |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     router = res.get("vllm-router")
     for name, r in res.items():
         ratio = f"{r['rps'] / router['rps']:.2f}" if router and router["rps"] else "-"
         lines.append(f"| {name} | {r['completed']} | {r['failed']} | {r['rps']:.1f} | {r['mean_open_streams']:.0f} | "
                      f"{r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} | "
                      f"{r['ttft_p50_ms'] - base['ttft_p50_ms']:+.1f} | "
-                     f"{r['ttft_p99_ms'] - base['ttft_p99_ms']:+.1f} | {ratio} |")
+                     f"{r['ttft_p99_ms'] - base['ttft_p99_ms']:+.1f} | {ratio} | "
+                     f"{_num(r.get('cores'), '.2f')} | {_num(r.get('cpu_us_per_token'), '.1f')} |")
     return lines
 
 

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import aiohttp
 import httpx
 import orjson
 
@@ -53,7 +52,8 @@ from qlm.runtime.events import (
     InstanceUp,
     SwapDone,
 )
-from qlm.runtime.vllm.sse import DONE_DATA, metric_sum, parse_prometheus, parse_sse_data, sse_data
+from qlm.runtime.vllm.sse import DONE_DATA, metric_sum, parse_prometheus, parse_sse_data
+from qlm.runtime.vllm.sse_client import SSEClient
 from qlm.runtime.vllm.stream import RequestStream
 
 log = logging.getLogger("qlm.runtime.vllm")
@@ -152,7 +152,7 @@ class VLLMInstance(InstanceBackend):
             timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None),
         )
         self._own_client = client is None
-        self._aio: aiohttp.ClientSession | None = None
+        self._sse: SSEClient | None = None
         self.health_timeout_s = health_timeout_s
         self.swap_timeout_s = swap_timeout_s
         self.processes = processes
@@ -238,17 +238,12 @@ class VLLMInstance(InstanceBackend):
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _session(self) -> aiohttp.ClientSession:
-        """The token streams' HTTP session (aiohttp: its C parser makes the per-token path
-        several times cheaper than httpx's); created on first use, on the running loop."""
-        if self._aio is None or self._aio.closed:
-            self._aio = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None),
-                auto_decompress=False,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            )
-        return self._aio
+    def _streams(self) -> SSEClient:
+        """The token streams' client (:mod:`qlm.runtime.vllm.sse_client`: each network read
+        handled on its own callback, no task step per token); created on first use."""
+        if self._sse is None or self._sse.closed:
+            self._sse = SSEClient(connect_timeout_s=5.0)
+        return self._sse
 
     def _url(self, ep: ModelEndpoint, path: str) -> str:
         return ep.url.rstrip("/") + path
@@ -307,51 +302,58 @@ class VLLMInstance(InstanceBackend):
         done = False
         outcome: EngineEvent | None = None
         texts: list[str] = []
+
+        def on_events(payloads: list[bytes]) -> bool:
+            """The ``data:`` payloads of one network read, on the read's own callback; True
+            stops the stream (the engine reported an error)."""
+            nonlocal first, finish, done, outcome
+            for payload in payloads:
+                if payload == DONE_DATA:  # read on to the end: a fully read response keeps its connection
+                    done = True
+                    continue
+                ev = parse_sse_data(payload)
+                if "error" in ev:
+                    msg = str(ev["error"].get("message", "engine error"))
+                    outcome = Aborted(r.id, self.instance_id, self.clock.now(), run.tokens,
+                                      reason=f"engine error: {msg}", retryable=False)
+                    return True
+                choices = ev.get("choices") or []
+                usage = ev.get("usage")
+                if choices:
+                    if not first:
+                        first = True
+                        self._post(FirstToken(r.id, self.instance_id, self.clock.now()))
+                    c = choices[0]
+                    text = c.get("text")
+                    if text is None:
+                        text = (c.get("delta") or {}).get("content") or ""
+                    if isinstance(usage, dict) and "completion_tokens" in usage:
+                        n = int(usage["completion_tokens"]) - run.tokens
+                    else:
+                        n = 1 if text else 0
+                    if n > 0 or text:
+                        run.tokens += max(0, n)
+                        texts.append(text)
+                        if stream is not None:
+                            stream.push(text, max(0, n))
+                    if c.get("finish_reason"):
+                        finish = str(c["finish_reason"])
+                elif isinstance(usage, dict) and "completion_tokens" in usage:
+                    run.tokens = int(usage["completion_tokens"])
+            return False
+
         try:
             if self.suspect:  # a connection just failed: wait for the verdict before sending
                 await self.probe()
-            async with self._session().post(self._url(run.endpoint, path), json=body,
-                                            headers=headers) as resp:
-                if resp.status != 200:
-                    text = (await resp.read()).decode(errors="replace")[:200]
-                    outcome = Aborted(r.id, self.instance_id, self.clock.now(), 0,
-                                      reason=f"HTTP {resp.status}: {text}",
-                                      retryable=resp.status == 503)
-                    return
-                async for batch in sse_data(resp.content.iter_any()):  # one await per network read
-                    for payload in batch:
-                        if payload == DONE_DATA:  # read on to the end: a fully read response keeps its connection
-                            done = True
-                            continue
-                        ev = parse_sse_data(payload)
-                        if "error" in ev:
-                            msg = str(ev["error"].get("message", "engine error"))
-                            outcome = Aborted(r.id, self.instance_id, self.clock.now(), run.tokens,
-                                              reason=f"engine error: {msg}", retryable=False)
-                            return
-                        choices = ev.get("choices") or []
-                        usage = ev.get("usage")
-                        if choices:
-                            if not first:
-                                first = True
-                                self._post(FirstToken(r.id, self.instance_id, self.clock.now()))
-                            c = choices[0]
-                            text = c.get("text")
-                            if text is None:
-                                text = (c.get("delta") or {}).get("content") or ""
-                            if isinstance(usage, dict) and "completion_tokens" in usage:
-                                n = int(usage["completion_tokens"]) - run.tokens
-                            else:
-                                n = 1 if text else 0
-                            if n > 0 or text:
-                                run.tokens += max(0, n)
-                                texts.append(text)
-                                if stream is not None:
-                                    stream.push(text, max(0, n))
-                            if c.get("finish_reason"):
-                                finish = str(c["finish_reason"])
-                        elif isinstance(usage, dict) and "completion_tokens" in usage:
-                            run.tokens = int(usage["completion_tokens"])
+            status, text = await self._streams().post(self._url(run.endpoint, path), orjson.dumps(body),
+                                                      headers, on_events)
+            if status != 200:
+                outcome = Aborted(r.id, self.instance_id, self.clock.now(), 0,
+                                  reason=f"HTTP {status}: {text.decode(errors='replace')[:200]}",
+                                  retryable=status == 503)
+                return
+            if outcome is not None:  # an error event
+                return
             now = self.clock.now()
             if finish == "abort":
                 outcome = Aborted(r.id, self.instance_id, now, run.tokens, reason="engine abort")
@@ -366,7 +368,7 @@ class VLLMInstance(InstanceBackend):
             reason = "instance down" if run.down else run.cancel_reason
             outcome = Aborted(r.id, self.instance_id, self.clock.now(), run.tokens, reason=reason,
                               retryable=retry)
-        except (aiohttp.ClientError, httpx.HTTPError, OSError, ValueError) as exc:
+        except (httpx.HTTPError, OSError, ValueError) as exc:
             # reported at once (before any InstanceDown); a probe decides whether it is down
             self.suspect = True
             self._spawn(self.probe())
@@ -586,9 +588,8 @@ class VLLMInstance(InstanceBackend):
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._aio is not None:
-            with contextlib.suppress(Exception):
-                await self._aio.close()
+        if self._sse is not None:
+            self._sse.close()
         if self._own_client:
             with contextlib.suppress(Exception):
                 await self.client.aclose()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 DONE = "[DONE]"
-DONE_DATA = DONE.encode()  # the payload :func:`sse_data` yields for it
+DONE_DATA = DONE.encode()  # the payload :class:`DataLines` gives for it
 
 
 def parse_sse_line(line: str) -> dict[str, Any] | str | None:
@@ -26,23 +26,29 @@ def parse_sse_line(line: str) -> dict[str, Any] | str | None:
     return parse_sse_data(payload.encode())
 
 
-async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[bytes]]:
-    """The payloads of the ``data:`` lines of a byte stream (after ``data:``, whitespace
-    stripped; ``b"[DONE]"`` included; blank lines, ``:`` comments and other fields skipped),
-    one list per chunk read that completes a line: a stream that delivers several events per
-    network read is handled with one await per read, not one per line. A last unterminated
-    line counts."""
-    rest = b""
-    async for data in chunks:
-        rest = rest + data if rest else data
+class DataLines:
+    """The payloads of the ``data:`` lines of a byte stream fed one network read at a time
+    (after ``data:``, whitespace stripped; ``b"[DONE]"`` included; blank lines, ``:``
+    comments such as keep-alives and other fields skipped): a read that delivers several
+    events yields them in one list, a read that completes no line yields none."""
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        rest = self._rest + data if self._rest else data
         if b"\n" not in data:
-            continue
-        *lines, rest = rest.split(b"\n")
-        out = [line[5:].strip() for line in lines if line[:5] == b"data:"]
-        if out:
-            yield out
-    if rest[:5] == b"data:":
-        yield [rest[5:].strip()]
+            self._rest = rest
+            return []
+        *lines, self._rest = rest.split(b"\n")
+        return [line[5:].strip() for line in lines if line[:5] == b"data:"]
+
+    def flush(self) -> list[bytes]:
+        """At the end of the stream: a last unterminated ``data:`` line counts."""
+        rest, self._rest = self._rest, b""
+        return [rest[5:].strip()] if rest[:5] == b"data:" else []
 
 
 def parse_sse_data(payload: bytes) -> dict[str, Any]:
