@@ -50,15 +50,29 @@ class LengthPrior:
 
 
 class _Window:
-    """The latest ``size`` observations, with a lazily sorted copy."""
+    """The latest ``size`` observations, with a sorted copy: built on first use, then kept
+    sorted as values come and go (two binary searches and one copy per observation, instead
+    of a sort of the whole window at the next use)."""
 
     def __init__(self, size: int) -> None:
         self.values: deque[float] = deque(maxlen=size)
         self._sorted: np.ndarray | None = None
 
     def add(self, x: float) -> None:
+        s = self._sorted
+        if s is not None:
+            out = np.empty(len(s) + (len(self.values) < (self.values.maxlen or 0)))
+            k = int(np.searchsorted(s, x))
+            if len(out) == len(s):  # full: the oldest value leaves
+                j = int(np.searchsorted(s, self.values[0]))
+                if k <= j:  # s[:k], x, s[k:j], s[j+1:]
+                    out[:k], out[k], out[k + 1:j + 1], out[j + 1:] = s[:k], x, s[k:j], s[j + 1:]
+                else:  # s[:j], s[j+1:k], x, s[k:]
+                    out[:j], out[j:k - 1], out[k - 1], out[k:] = s[:j], s[j + 1:k], x, s[k:]
+            else:
+                out[:k], out[k], out[k + 1:] = s[:k], x, s[k:]
+            self._sorted = out
         self.values.append(x)
-        self._sorted = None
 
     def sorted(self) -> np.ndarray:
         if self._sorted is None:

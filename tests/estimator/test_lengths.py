@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qlm.estimator.lengths import LengthPrior, OutputLengthModel
+from qlm.estimator.lengths import LengthPrior, OutputLengthModel, _Window
 
 
 def test_prior_moments_and_quantiles() -> None:
@@ -81,3 +81,22 @@ def test_cancelled_start_releases_the_ones_behind() -> None:
     assert m.count("m", "c") == 1 and m.mean_var("m", "c")[0] == pytest.approx(40)
     m.observe("m", "c", 70)  # not started here (no first token seen): counted at once
     assert m.count("m", "c") == 2
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 50])
+def test_window_keeps_its_sorted_copy_equal_to_a_fresh_sort(size: int) -> None:
+    # small integers: many ties; the copy is built at the 8th observation, then kept up to
+    # date by insertion (and removal of the oldest once full) at every observation
+    rng = np.random.default_rng(size)
+    w = _Window(size)
+    held = []
+    for i in range(200):
+        x = float(rng.integers(1, 20))
+        w.add(x)
+        held = (held + [x])[-size:]
+        if i == 7:
+            first = w.sorted()
+            snapshot = first.copy()
+        if i >= 7:
+            assert np.array_equal(w.sorted(), np.sort(np.array(held)))
+    assert np.array_equal(first, snapshot)  # an array handed out is never changed in place
