@@ -22,9 +22,9 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import FastAPI, Request
@@ -186,35 +186,89 @@ class _SSEResponse(Response):
             self.done(outcome)
 
     async def _relay(self, send: Send) -> str:
-        """Write the chunks as they come, then the end; the outcome."""
+        """Write the chunks as they come, then the end; the outcome. While nothing is queued,
+        chunks go out from the producer's own call (:meth:`_direct`); this loop writes what
+        was queued meanwhile, and the end."""
         stream, framer = self.adm.stream, self.framer
-        started = False
-        while True:
-            await stream.wait()
-            if stream.interrupted:
-                return "cancelled"
-            parts = [framer.text(c.text) for c in stream.ready()]
-            if parts and not started and framer.chat:
-                parts.insert(0, framer.role())
-            started = started or bool(parts)
-            end = stream.end  # set: every chunk was taken above
-            if end is None:
-                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
-                continue
-            if not end.ok:
-                err = _end_error(end)
-                parts.append(sse_error(err.message, err.status, type=err.type).encode())
-                outcome = "failed"
-            else:
-                if not started and framer.chat:
-                    parts.append(framer.role())
-                parts.append(framer.text("", end.reason or "stop"))
-                if framer.include_usage:
-                    parts.append(framer.usage(end))
-                parts.append(b"data: [DONE]\n\n")
-                outcome = "finished"
-            await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
-            return outcome
+        self._send = send
+        self._started = False
+        self._pending: asyncio.Future[None] | None = None  # a direct write that had to wait
+        stream.sink = self._direct
+        try:
+            while True:
+                await stream.wait()
+                if self._pending is not None:  # queued chunks go out after it
+                    await self._pending
+                if stream.interrupted:
+                    return "cancelled"
+                parts = [framer.text(c.text) for c in stream.ready()]
+                if parts and not self._started and framer.chat:
+                    parts.insert(0, framer.role())
+                self._started = self._started or bool(parts)
+                end = stream.end  # set: every chunk was taken above
+                if end is None:
+                    stream.sink = None  # no direct write while this one is in flight
+                    await send({"type": "http.response.body", "body": b"".join(parts), "more_body": True})
+                    stream.sink = self._direct
+                    continue
+                stream.sink = None
+                if not end.ok:
+                    err = _end_error(end)
+                    parts.append(sse_error(err.message, err.status, type=err.type).encode())
+                    outcome = "failed"
+                else:
+                    if not self._started and framer.chat:
+                        parts.append(framer.role())
+                    parts.append(framer.text("", end.reason or "stop"))
+                    if framer.include_usage:
+                        parts.append(framer.usage(end))
+                    parts.append(b"data: [DONE]\n\n")
+                    outcome = "finished"
+                await send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+                return outcome
+        finally:
+            stream.sink = None
+
+    def _direct(self, text: str, tokens: int) -> bool:
+        """Write one chunk now, from :meth:`RequestStream.push` (no task switch per token):
+        the ASGI send is stepped by hand and completes at once unless the client's socket is
+        full; then a task finishes it, and chunks queue behind it until it has."""
+        if self._pending is not None:
+            return False
+        body = self.framer.text(text)
+        if not self._started and self.framer.chat:
+            body = self.framer.role() + body
+        self._started = True
+        coro = cast(Coroutine[Any, Any, None],
+                    self._send({"type": "http.response.body", "body": body, "more_body": True}))
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return True
+        except Exception:  # noqa: BLE001 - the response is broken: end it as a client gone
+            self.adm.stream.interrupt()
+            return True
+        self._pending = asyncio.ensure_future(self._finish(coro, waiting))
+        return True
+
+    async def _finish(self, coro: Any, waiting: Any) -> None:
+        """Drive a send that :meth:`_direct` started until it completes."""
+        try:
+            while True:
+                if waiting is None:  # a bare yield: give the loop one turn
+                    await asyncio.sleep(0)
+                else:  # a future: wait for it as a task would (which clears its blocking flag first)
+                    waiting._asyncio_future_blocking = False
+                    await asyncio.wait([waiting])
+                try:
+                    waiting = coro.send(None)
+                except StopIteration:
+                    return
+        except Exception:  # noqa: BLE001 - as in _direct
+            self.adm.stream.interrupt()
+        finally:
+            coro.close()  # a no-op once it has returned
+            self._pending = None
 
 
 class _Framer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 
@@ -39,7 +39,9 @@ class RequestStream:
     :meth:`close` on the event loop; one consumer iterates (``async for chunk in stream``)
     and then reads :attr:`end`, or awaits :meth:`collect`; or, to take every chunk that is
     waiting in one go, loops on :meth:`wait` and :meth:`ready` until :attr:`end` is set
-    (:meth:`interrupt` wakes it for good, e.g. when its client went away).
+    (:meth:`interrupt` wakes it for good, e.g. when its client went away). Such a consumer may
+    also set :attr:`sink` to take chunks straight from :meth:`push`, without waking up, while
+    nothing is queued; what it declines is queued in order.
 
     ``streaming`` says whether the client sees tokens as they arrive. When it does and
     tokens were delivered (:attr:`sent`), a request whose engine dies cannot be replayed
@@ -54,6 +56,9 @@ class RequestStream:
         self._items: deque[StreamChunk | StreamEnd] = deque()
         self._waiter: asyncio.Future[None] | None = None  # the consumer, while it waits
         self.interrupted = False
+        # the consumer's direct path: called with each chunk while nothing is queued ahead of it;
+        # True means it delivered the chunk (nothing is queued), False that it could not now
+        self.sink: Callable[[str, int], bool] | None = None
 
     @property
     def sent(self) -> bool:
@@ -74,6 +79,8 @@ class RequestStream:
         if self.end is not None or tokens <= 0 and not text:
             return
         self.delivered_tokens += tokens
+        if self.sink is not None and not self._items and self.sink(text, tokens):
+            return
         self._put(StreamChunk(text, tokens))
 
     def close(self, end: StreamEnd) -> None:
