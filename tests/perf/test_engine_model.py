@@ -29,6 +29,21 @@ def test_step_time_interpolates_anchor_and_extrapolates() -> None:
     assert p.t_lin(4096) == pytest.approx(0.1457 + (0.1457 - 0.0347) / 1536 * 2048)
 
 
+def test_h200_uses_the_measured_anchor() -> None:
+    p = default_profile("llama-3-8b", "H200", 1)
+    assert "measured" in p.source and "gpu_step_times_h200.json" in p.source
+    assert p.lin_n == (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+    # halfway between the 1024 (24.6 ms) and 2048 (47.7 ms) knots: 1536 tokens -> (24.6 + 47.7) / 2 = 36.15 ms
+    assert p.t_lin(1536) == pytest.approx(0.03615)
+    # 32 decodes of 1024 context tokens each: T_lin(32) = 4.97 ms (a knot);
+    # KV read: 32 * 1024 = 32768 tok * 131072 B = 4,294,967,296 B / (0.7 * 4800e9 B/s = 3.36e12) = 1.278264 ms;
+    # CPU 2.0 ms  ->  4.97 + 1.278264 + 2.0 = 8.248264 ms
+    assert p.kv_s_per_token == pytest.approx(131072 / 3.36e12)
+    assert p.step_time(0, 32, 32 * 1024) == pytest.approx(0.008248264, rel=1e-6)
+    # a pair without an anchor keeps the roofline: llama-70b on two H200s
+    assert "roofline" in default_profile("llama-70b", "H200", 2).source
+
+
 def test_tensor_parallel_adds_allreduce() -> None:
     p = default_profile("llama-70b", "A100-80G", 4)
     # CPU 2.0 ms + 2 all-reduces per layer * 80 layers * 0.04 ms = 8.4 ms per step
