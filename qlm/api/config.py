@@ -107,6 +107,10 @@ class AuthConfig(_Strict):
 
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=1 << 20, ge=256, description="larger bodies get 413")
+    ended_requests_kept: int = Field(
+        default=10_000, ge=1,
+        description="ended requests kept for GET /v1/requests/{id} (older ones answer 404); bounds the "
+                    "gateway's memory")
 
 
 class EmulatedSettings(_Strict):

@@ -150,7 +150,7 @@ class Gateway:
         policy = registry.create(cfg.policy, **cfg.policy_params)
         try:
             self._expected_traffic(policy, rcfg)
-            self.rt = await start_runtime(rcfg, policy, cfg.classes)
+            self.rt = await start_runtime(rcfg, policy, cfg.classes, keep_ended=cfg.limits.ended_requests_kept)
         except BaseException:
             await self._stop_launcher()
             raise

@@ -55,6 +55,12 @@ class ControlPlane:
     With ``strict`` (the simulator), an invalid action raises ``PolicyError``; without it
     (real engines, where state can change between decision and action) it is logged and
     skipped, and the request stays queued.
+
+    ``keep_ended``: how many ended requests stay in :attr:`requests` (the most recent; an
+    older one is dropped when a new one ends). ``None`` keeps all, as the simulator's results
+    read them; a long-running gateway bounds it, or its memory and its garbage collector's
+    pauses grow with every request served. Events about a request no longer in the table
+    are logged and ignored (raised with ``strict``).
     """
 
     def __init__(
@@ -66,7 +72,10 @@ class ControlPlane:
         *,
         strict: bool = True,
         listeners: Iterable[ControlListener] = (),
+        keep_ended: int | None = None,
     ) -> None:
+        if keep_ended is not None and keep_ended < 1:  # the policy reads an ending request's entry
+            raise ValueError(f"keep_ended must be >= 1 or None, got {keep_ended}")
         self.policy = policy
         self.instances = dict(instances)
         self.slo_classes = dict(slo_classes)
@@ -78,6 +87,8 @@ class ControlPlane:
         self.view = ClusterView(clock.now, self.instances, self.queue, self.requests, self.slo_classes)
         self._pending: deque[EngineEvent] = deque()
         self._no_requeue: set[str] = set()
+        self.keep_ended = keep_ended
+        self._ended: deque[str] = deque()  # ids of ended requests still in the table, oldest first
         self.swaps = 0
         self.cold_starts = 0
         self.evictions = 0
@@ -140,6 +151,12 @@ class ControlPlane:
     def _handle(self, ev: EngineEvent) -> None:
         inst = self.instances[ev.instance_id]
         requeued: Request | None = None
+        if isinstance(ev, FirstToken | Finished | Aborted) and ev.request_id not in self.requests:
+            msg = f"{type(ev).__name__} for request {ev.request_id!r}, which is not in the request table"
+            if self.strict:
+                raise KeyError(msg)
+            log.warning("ignoring %s (ended and dropped, or never submitted)", msg)
+            return
         if isinstance(ev, FirstToken):
             r = self.requests[ev.request_id]
             if r.first_token_s is None:
@@ -208,6 +225,10 @@ class ControlPlane:
         r.finish_reason = reason
         for lst in self.listeners:
             lst.on_request_end(r)
+        if self.keep_ended is not None:
+            self._ended.append(r.id)
+            while len(self._ended) > self.keep_ended:
+                self.requests.pop(self._ended.popleft(), None)
 
     def _maybe_start_drained_swap(self, inst: InstanceView) -> None:
         if inst.state is InstanceState.DRAINING and not inst.outstanding:

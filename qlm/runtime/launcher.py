@@ -103,12 +103,13 @@ async def start_runtime(
     *,
     catalog: Catalog | None = None,
     processes: ProcessControl | None = None,
+    keep_ended: int | None = None,
 ) -> RuntimeLoop:
     """Connect to ``cfg``'s engines (waiting until ready, putting non-initial models to
-    sleep), build the control plane (``strict=False``, ``RealClock(cfg.speed)``) and start
-    the runtime loop. ``processes`` is the launcher, for cold starts (engines with several
-    models and no sleep mode). Raises ``TimeoutError``/``RuntimeError`` when an engine never
-    gets ready."""
+    sleep), build the control plane (``strict=False``, ``RealClock(cfg.speed)``,
+    ``keep_ended`` as in :class:`ControlPlane`) and start the runtime loop. ``processes`` is
+    the launcher, for cold starts (engines with several models and no sleep mode). Raises
+    ``TimeoutError``/``RuntimeError`` when an engine never gets ready."""
     clock = RealClock(cfg.speed)
     views = build_instances(cfg, catalog=catalog, clock=clock, processes=processes)
     backends = [v.backend for v in views.values() if isinstance(v.backend, VLLMInstance)]
@@ -118,7 +119,7 @@ async def start_runtime(
         for b in backends:
             await b.close()
         raise
-    control = ControlPlane(policy, views, dict(slo_classes), clock, strict=False)
+    control = ControlPlane(policy, views, dict(slo_classes), clock, strict=False, keep_ended=keep_ended)
     rt = RuntimeLoop(control, health_interval_s=cfg.health_interval_s)
     await rt.start()
     return rt

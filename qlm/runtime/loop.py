@@ -109,7 +109,6 @@ class RuntimeLoop:
         self.health_interval_s = health_interval_s
         self.speed = float(getattr(control.clock, "speed", 1.0))
         self.streams: dict[str, RequestStream] = {}
-        self.ended: dict[str, int] = {}  # request id -> number of terminal transitions seen
         self._open: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -234,7 +233,6 @@ class RuntimeLoop:
         self._guard(self.control.process_pending)
 
     def _on_end(self, r: Request) -> None:
-        self.ended[r.id] = self.ended.get(r.id, 0) + 1
         s = self.streams.pop(r.id, None)
         if s is not None:
             s.close(StreamEnd(r.state.name.lower(), r.finish_reason, r.prompt_tokens,

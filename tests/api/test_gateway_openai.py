@@ -8,7 +8,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.api.gateway_helpers import API_KEY, ServedGateway
+from tests.api.gateway_helpers import API_KEY, ServedGateway, gateway_config
 
 MSG: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
@@ -101,3 +101,15 @@ def test_request_visibility(sdk: openai.OpenAI, served: ServedGateway) -> None:
         assert info["instance"] in ("a100-0", "a100-1")
     missing = httpx.get(f"{served.base}/v1/requests/chatcmpl-nope", headers=auth)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "request_not_found"
+
+
+def test_only_the_most_recent_ended_requests_stay_visible() -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with ServedGateway(gateway_config(limits={"ended_requests_kept": 2})) as served:
+        sdk = openai.OpenAI(base_url=f"{served.base}/v1", api_key=API_KEY, max_retries=0, timeout=30)
+        ids = [sdk.completions.create(model="mistral-7b", prompt="hi", max_tokens=2).id for _ in range(3)]
+        states = [httpx.get(f"{served.base}/v1/requests/{rid}", headers=auth) for rid in ids]
+        # three ended, two kept: the oldest answers 404 like an unknown id
+        assert [s.status_code for s in states] == [404, 200, 200]
+        assert [s.json()["state"] for s in states[1:]] == ["finished", "finished"]
+        assert served.gateway.rt is not None and len(served.gateway.rt.control.requests) == 2

@@ -18,6 +18,7 @@ from qlm.runtime.loop import RuntimeLoop
 from qlm.runtime.view import InstanceState
 from qlm.runtime.vllm.driver import OUTPUT_TOKENS, VLLMInstance
 from qlm.runtime.vllm.stream import RequestStream
+from tests.runtime.conftest import count_ends
 
 SLO = {c.name: c for c in DEFAULT_SLO_CLASSES}
 SPEED = 10.0
@@ -84,11 +85,12 @@ async def test_replay_edf_priorities_swap_exactly_once(
         cluster: tuple[EmulatedLauncher, RuntimeLoop]) -> None:
     launcher, rt = cluster
     items = workload()
+    ends = count_ends(rt)
     streams = await replay(rt, items)
     await asyncio.wait_for(rt.drain(), timeout=60)
     reqs = {r.id: r for _, r in items}
     # every request finished exactly once, with its full output, delivered to its stream
-    assert len(rt.ended) == len(items) and set(rt.ended.values()) == {1}
+    assert len(ends) == len(items) and set(ends.values()) == {1}
     for r in reqs.values():
         assert r.state is RequestState.FINISHED, (r.id, r.state, r.finish_reason)
         assert r.generated_tokens == r.meta[OUTPUT_TOKENS]
@@ -122,6 +124,7 @@ async def test_engine_death_loses_no_buffered_request(
         cluster: tuple[EmulatedLauncher, RuntimeLoop]) -> None:
     launcher, rt = cluster
     items = [(t, r) for t, r in workload(seed=1) if r.model == "chat"][:120]
+    ends = count_ends(rt)
     buffered = {r.id for k, (_, r) in enumerate(items) if k % 4}
     streamed = {r.id for _, r in items} - buffered
     submitted: dict[str, RequestStream] = {}
@@ -156,7 +159,7 @@ async def test_engine_death_loses_no_buffered_request(
         raise AssertionError(
             f"hung: {[(r.id, r.state.name, r.instance) for r in open_][:10]} {insts}") from None
     await asyncio.wait_for(rt.drain(), timeout=60)
-    assert set(rt.ended.values()) == {1} and len(rt.ended) == len(items)
+    assert set(ends.values()) == {1} and len(ends) == len(items)
     reqs = {r.id: r for _, r in items}
     for rid in buffered:  # replayed elsewhere: nothing lost
         assert reqs[rid].state is RequestState.FINISHED, (rid, reqs[rid].finish_reason)

@@ -22,7 +22,7 @@ from qlm.runtime.vllm.driver import OUTPUT_TOKENS
 from qlm.sim.simulator import EventHeap, build_engines
 from qlm.workload.cluster import build_cluster
 from tests.factories import req, scenario
-from tests.runtime.conftest import until
+from tests.runtime.conftest import count_ends, until
 
 SLO = {c.name: c for c in DEFAULT_SLO_CLASSES}
 
@@ -132,6 +132,7 @@ async def test_stream_cancel_and_solves_off_the_loop() -> None:
         planner = SlowPlanner(0.3)
         policy = QLMPolicy(planner=planner, tick_s=2.0, spread=False)  # 0.1 s wall at speed 20; solves
         rt = await start_runtime(launcher.config(), policy, SLO)
+        ends = count_ends(rt)
         try:
             long = Request("long", "m", "batch-2", rt.now(), 100, meta={OUTPUT_TOKENS: 3000})
             stream = rt.submit(long)
@@ -149,7 +150,7 @@ async def test_stream_cancel_and_solves_off_the_loop() -> None:
                 break
             done = await asyncio.wait_for(rt.wait("gone"), 10)
             assert done.state is RequestState.FAILED
-            assert rt.ended["gone"] == 1
+            assert ends["gone"] == 1
             # duplicate ids and unknown classes are refused at once
             for bad in (Request("long", "m", "interactive", 0, 1), Request("x", "m", "nope", 0, 1)):
                 try:
