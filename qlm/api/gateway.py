@@ -36,7 +36,7 @@ from qlm.api.batch import BatchRunner, BatchStore, SubmitFn
 from qlm.api.batch.metrics import BatchCollector
 from qlm.api.config import GatewayConfig
 from qlm.api.errors import APIError
-from qlm.api.metrics import GatewayMetrics
+from qlm.api.metrics import GatewayMetrics, LoopMonitor
 from qlm.domain.request import Request, RequestState
 from qlm.policies import registry
 from qlm.runtime.control import ControlListener
@@ -108,6 +108,7 @@ class Gateway:
         self.config = config
         self.emulated_engines = emulated_engines
         self.metrics = GatewayMetrics()
+        self.monitor = LoopMonitor(self.metrics.registry)
         self.launcher: EmulatedLauncher | LocalLauncher | None = None
         self.rt: RuntimeLoop | None = None
         self.ids: OrderedDict[str, str] = OrderedDict()  # public id -> current internal id
@@ -155,6 +156,7 @@ class Gateway:
             await self._stop_launcher()
             raise
         self.metrics.attach(self.rt.control)
+        self.monitor.start()
         self.rt.control.listeners.append(_FailWhenNoEngine(self.rt))
         if cfg.batch.enabled:
             try:
@@ -199,6 +201,7 @@ class Gateway:
         return self.config.batch_class(window_s, self.speed)
 
     async def stop(self) -> None:
+        await self.monitor.stop()
         if self.batch_runner is not None and self._batch_task is not None:
             self.batch_runner.request_stop()  # in-flight batch requests are cancelled and stay pending
             with contextlib.suppress(Exception):

@@ -13,12 +13,21 @@ Event-driven (a :class:`~qlm.runtime.control.ControlListener` on the control pla
 Read at scrape time: ``qlm_queue_depth{slo_class}``, ``qlm_engine_state{engine,state}``
 (1 for the current state), ``qlm_engine_outstanding{engine}``, ``qlm_solver_seconds_total``,
 ``qlm_solver_solves_total``.
+
+The gateway process (:class:`LoopMonitor`, while the gateway runs): ``qlm_event_loop_lag_seconds``
+(how late a timer of the event loop fires: the wait every request and token relayed at that
+moment had on top of its own work) and ``qlm_gc_pause_seconds{generation}`` (Python's
+garbage-collector pauses, which stop the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -32,9 +41,10 @@ from qlm.runtime.view import InstanceState
 if TYPE_CHECKING:
     from qlm.runtime.control import ControlPlane
 
-__all__ = ["GatewayMetrics", "action_kind"]
+__all__ = ["GatewayMetrics", "LoopMonitor", "action_kind"]
 
 _BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+_PAUSE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, float("inf"))
 
 
 def action_kind(a: Action) -> str:
@@ -135,3 +145,44 @@ class GatewayMetrics(ControlListener):
         tally[0] += int(met)
         tally[1] += 1
         self.attainment.labels(cls).set(tally[0] / tally[1])
+
+
+class LoopMonitor:
+    """Event-loop lag and garbage-collector pauses of this process, as histograms on
+    ``registry``: a timer every ``interval_s`` observes how late it fired, and ``gc.callbacks``
+    time each collection. :meth:`start` on the loop to watch, :meth:`stop` to end both."""
+
+    def __init__(self, registry: CollectorRegistry, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.lag = Histogram("qlm_event_loop_lag_seconds", "How late the event loop ran a timer",
+                             buckets=_PAUSE_BUCKETS, registry=registry)
+        self.gc_pause = Histogram("qlm_gc_pause_seconds", "Garbage-collector pauses", ["generation"],
+                                  buckets=_PAUSE_BUCKETS, registry=registry)
+        self._task: asyncio.Task[None] | None = None
+        self._gc_started = 0.0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="qlm-loop-monitor")
+            gc.callbacks.append(self._on_gc)
+
+    async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self.interval_s)
+            self.lag.observe(max(0.0, time.perf_counter() - t0 - self.interval_s))
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pause.labels(str(info.get("generation", "?"))).observe(time.perf_counter() - self._gc_started)

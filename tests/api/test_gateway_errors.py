@@ -86,7 +86,8 @@ def test_health_ready_metrics(served: ServedGateway) -> None:
     for needle in ('qlm_requests_total{model="mistral-7b",outcome="finished",slo_class="interactive"}',
                    'qlm_lso_actions_total{kind="pull"}', 'qlm_ttft_seconds_bucket', 'qlm_queue_time_seconds_count',
                    'qlm_slo_attainment_ratio{slo_class="interactive"}', 'qlm_queue_depth{slo_class="batch-1"} 0.0',
-                   'qlm_engine_state{engine="a100-0",state="ready"} 1.0', "qlm_solver_seconds_total"):
+                   'qlm_engine_state{engine="a100-0",state="ready"} 1.0', "qlm_solver_seconds_total",
+                   "qlm_event_loop_lag_seconds_bucket", "qlm_gc_pause_seconds"):
         assert needle in text, needle
 
 
