@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -74,6 +75,10 @@ def serve(
             with contextlib.suppress(Exception):
                 await gateway.stop()
             raise _StartError(f"cannot start the gateway: {type(exc).__name__}: {exc}") from None
+        # what start-up built (modules, the app, the policy and solver) is never garbage, and a
+        # full collection over it stopped the event loop for 60-100 ms (qlm_gc_pause_seconds)
+        gc.collect()
+        gc.freeze()
         await server.serve()
 
     try:
