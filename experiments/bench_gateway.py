@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 
 from qlm.bench.local import LocalProcesses, router_path, static_gateway_config
 
@@ -79,6 +80,37 @@ async def one_request(session: aiohttp.ClientSession, base: str, max_tokens: int
     if ttft is None or not done:
         return None
     return ttft, time.perf_counter() - t0
+
+
+async def process_health(base: str) -> dict[str, float]:
+    """The gateway's ``qlm_event_loop_lag_seconds`` and ``qlm_gc_pause_seconds`` histograms,
+    flattened: ``lag_count``, ``lag_over_5ms``, ``lag_over_10ms``, ``gc<gen>_count``,
+    ``gc_over_5ms``, and the planner's ``solver_solves`` and ``solver_seconds`` (cumulative
+    since start: diff two snapshots)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = {"lag_count": 0.0, "lag_over_5ms": 0.0, "lag_over_10ms": 0.0, "gc_over_5ms": 0.0}
+    for fam in text_string_to_metric_families(text):
+        if fam.name in ("qlm_solver_solves", "qlm_solver_seconds"):
+            out[fam.name.removeprefix("qlm_")] = sum(x.value for x in fam.samples)
+            continue
+        if fam.name not in ("qlm_event_loop_lag_seconds", "qlm_gc_pause_seconds"):
+            continue
+        lag = fam.name == "qlm_event_loop_lag_seconds"
+        for sample in fam.samples:
+            if sample.name.endswith("_count"):
+                key = "lag_count" if lag else f"gc{sample.labels.get('generation', '?')}_count"
+                out[key] = out.get(key, 0.0) + sample.value
+            elif sample.name.endswith("_bucket"):
+                le, v = sample.labels["le"], sample.value
+                if lag and le in ("0.005", "0.01"):
+                    out["lag_over_5ms" if le == "0.005" else "lag_over_10ms"] -= v  # count - within
+                elif not lag and le == "0.005":
+                    out["gc_over_5ms"] -= v
+    out["lag_over_5ms"] += out["lag_count"]
+    out["lag_over_10ms"] += out["lag_count"]
+    out["gc_over_5ms"] += sum(v for k, v in out.items() if k.startswith("gc") and k.endswith("_count"))
+    return out
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -178,6 +210,8 @@ async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: fl
     out: dict[str, dict[str, float]] = {}
     for name, bases, pid in targets:
         await closed_loop(bases, 8, 2.0, args.max_tokens)  # warm-up: connections, caches
+        gateway = name.startswith("qlm serve")
+        health0 = await process_health(bases[0]) if gateway else {}
         cpu0, t0, own0 = cpu_seconds(pid), time.perf_counter(), time.process_time()
         if mode == "latency":
             print(f"[latency] {name}: {args.rate:g} req/s x {args.duration:g} s, "
@@ -192,6 +226,9 @@ async def run_targets(args: argparse.Namespace, procs: LocalProcesses, speed: fl
         out[name]["cores"] = used / wall
         out[name]["client_cores"] = own / wall
         out[name]["cpu_us_per_token"] = used / tokens * 1e6 if tokens else float("nan")
+        if gateway:
+            health1 = await process_health(bases[0])
+            out[name].update({k: v - health0.get(k, 0.0) for k, v in health1.items()})
         print(f"  {out[name]}", flush=True)
     return out
 
@@ -226,6 +263,22 @@ def table(res: dict[str, dict[str, float]], mode: str) -> list[str]:
     return lines
 
 
+def health_table(res: dict[str, dict[str, float]]) -> list[str]:
+    """The gateways' own loop lag and garbage-collector pauses over the measured window."""
+    lines = ["| target | loop lag checks | late > 5 ms | late > 10 ms | GC pauses gen 0 / 1 / 2 | GC pauses > 5 ms "
+             "| planner solves | solver s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in res.items():
+        if "lag_count" not in r:
+            continue
+        n = r["lag_count"] or float("nan")
+        gcs = " / ".join(f"{r.get(f'gc{g}_count', 0.0):.0f}" for g in range(3))
+        lines.append(f"| {name} | {r['lag_count']:.0f} | {r['lag_over_5ms'] / n:.1%} | {r['lag_over_10ms'] / n:.1%} | "
+                     f"{gcs} | {r['gc_over_5ms']:.0f} | {r.get('solver_solves', 0.0):.0f} | "
+                     f"{r.get('solver_seconds', 0.0):.2f} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engines", type=int, default=2)
@@ -254,7 +307,9 @@ def main() -> None:
              f"qlm serve policies {', '.join(args.policies)}; {args.duration:g} s per target.", ""]
     if "latency" in doc:
         lines += [f"Latency (open loop): {args.rate:g} req/s, {args.latency_max_tokens} tokens per stream, "
-                  f"emulators at speed {args.latency_speed:g}.", "", *table(doc["latency"], "latency"), ""]
+                  f"emulators at speed {args.latency_speed:g}.", "", *table(doc["latency"], "latency"), "",
+                  "The gateways' event loop (a 50 ms timer, qlm_event_loop_lag_seconds) and garbage collector "
+                  "(qlm_gc_pause_seconds) over the same window:", "", *health_table(doc["latency"]), ""]
     if "throughput" in doc:
         lines += [f"Throughput (closed loop): {args.concurrency} streams, {args.max_tokens} tokens per request, "
                   f"emulators at speed {args.speed:g}.", "", *table(doc["throughput"], "throughput"), ""]
