@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from qlm.api.batch import BatchAPIError, BatchResponse, BatchWorkItem
@@ -443,6 +444,8 @@ def create_app(config: GatewayConfig | None = None, *, gateway: Gateway | None =
             response = await infer(Request(scope, receive), chat)
         except APIError as exc:
             response = exc.response()
+        except ClientDisconnect:  # gone before its body was read: nothing was submitted
+            return
         except Exception as exc:  # noqa: BLE001 - a bug, still in OpenAI's shape (as _internal)
             log.exception("inference request failed")
             response = JSONResponse(error_body(500, f"internal error: {type(exc).__name__}"), status_code=500)

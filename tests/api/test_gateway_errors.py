@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -124,3 +125,15 @@ def test_client_disconnect_mid_stream_aborts_the_engine_request(served: ServedGa
     req = control.requests[rid]
     assert req.state is RequestState.FAILED and req.generated_tokens < 5000
     assert all(rid not in i.outstanding for i in control.instances.values())
+
+
+def test_client_gone_before_its_body_is_read(served: ServedGateway, caplog: pytest.LogCaptureFixture) -> None:
+    host, port = served.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:  # promises 100 bytes, sends 9
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":".encode())
+    time.sleep(0.3)
+    assert "inference request failed" not in caplog.text  # nothing submitted, no 500, no traceback
+    ok = httpx.post(f"{served.base}/v1/completions", headers=AUTH, json={"model": "mistral-7b", "prompt": "hi",
+                                                                         "max_tokens": 2})
+    assert ok.status_code == 200
