@@ -89,27 +89,25 @@ async def process_health(base: str) -> dict[str, float]:
     since start: diff two snapshots)."""
     async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as resp:
         text = await resp.text()
-    out: dict[str, float] = {"lag_count": 0.0, "lag_over_5ms": 0.0, "lag_over_10ms": 0.0, "gc_over_5ms": 0.0}
+    count: dict[str, float] = {}  # series ("lag", "gc0", ...) -> observations
+    within: dict[tuple[str, str], float] = {}  # (series, le) -> observations at most le
+    out: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         if fam.name in ("qlm_solver_solves", "qlm_solver_seconds"):
             out[fam.name.removeprefix("qlm_")] = sum(x.value for x in fam.samples)
-            continue
-        if fam.name not in ("qlm_event_loop_lag_seconds", "qlm_gc_pause_seconds"):
-            continue
-        lag = fam.name == "qlm_event_loop_lag_seconds"
-        for sample in fam.samples:
-            if sample.name.endswith("_count"):
-                key = "lag_count" if lag else f"gc{sample.labels.get('generation', '?')}_count"
-                out[key] = out.get(key, 0.0) + sample.value
-            elif sample.name.endswith("_bucket"):
-                le, v = sample.labels["le"], sample.value
-                if lag and le in ("0.005", "0.01"):
-                    out["lag_over_5ms" if le == "0.005" else "lag_over_10ms"] -= v  # count - within
-                elif not lag and le == "0.005":
-                    out["gc_over_5ms"] -= v
-    out["lag_over_5ms"] += out["lag_count"]
-    out["lag_over_10ms"] += out["lag_count"]
-    out["gc_over_5ms"] += sum(v for k, v in out.items() if k.startswith("gc") and k.endswith("_count"))
+        elif fam.name in ("qlm_event_loop_lag_seconds", "qlm_gc_pause_seconds"):
+            for sample in fam.samples:
+                series = "lag" if fam.name == "qlm_event_loop_lag_seconds" else f"gc{sample.labels['generation']}"
+                if sample.name.endswith("_count"):
+                    count[series] = sample.value
+                elif sample.name.endswith("_bucket"):
+                    within[(series, sample.labels["le"])] = sample.value
+    lag = count.get("lag", 0.0)
+    out.update({"lag_count": lag, "lag_over_5ms": lag - within.get(("lag", "0.005"), 0.0),
+                "lag_over_10ms": lag - within.get(("lag", "0.01"), 0.0)})
+    gcs = [k for k in count if k.startswith("gc")]
+    out.update({f"{k}_count": count[k] for k in gcs})
+    out["gc_over_5ms"] = sum(count[k] - within.get((k, "0.005"), 0.0) for k in gcs)
     return out
 
 

@@ -170,6 +170,9 @@ class _SSEResponse(Response):
         self.adm = adm
         self.framer = framer
         self.done = done
+        self._send: Send | None = None  # set while the response is relayed
+        self._started = False  # a content chunk was written (chat: the role chunk went with it)
+        self._pending: asyncio.Future[None] | None = None  # a direct write that had to wait
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = self.adm.stream
@@ -196,8 +199,6 @@ class _SSEResponse(Response):
         was queued meanwhile, and the end."""
         stream, framer = self.adm.stream, self.framer
         self._send = send
-        self._started = False
-        self._pending: asyncio.Future[None] | None = None  # a direct write that had to wait
         stream.sink = self._direct
         try:
             while True:
@@ -244,6 +245,7 @@ class _SSEResponse(Response):
         if not self._started and self.framer.chat:
             body = self.framer.role() + body
         self._started = True
+        assert self._send is not None  # the sink is set only while _relay runs
         coro = cast(Coroutine[Any, Any, None],
                     self._send({"type": "http.response.body", "body": body, "more_body": True}))
         try:
